@@ -1,0 +1,58 @@
+# sluice: `make run` boots what exists, `make test` runs every test.
+# Both install what they need (make deps) and can be run again safely.
+
+GO        ?= go
+VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+export CGO_ENABLED = 0
+
+.PHONY: all deps build test fuzz bench run clean
+
+all: build
+
+# deps installs the Debian packages the tests and the lab use, and the Go
+# modules; it skips what is already there.
+APT_PACKAGES := iproute2 nftables
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	$(GO) mod download
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sluice ./cmd/sluice
+
+# test runs every test, with the race detector on the packages that have
+# concurrency. Under CI=true a skipped test fails the run: CI is root and
+# must run the kernel tests.
+test: deps build
+	$(GO) vet ./...
+	@set -o pipefail; $(GO) test -count=1 -v ./... 2>&1 | tee .test.log | grep -E '^(--- FAIL|--- SKIP|FAIL|ok|panic)' ; \
+	if grep -q -- '--- FAIL' .test.log || grep -q '^FAIL' .test.log; then echo "make test: failures (full log in .test.log)"; exit 1; fi; \
+	if [ "$$CI" = true ] && grep -q -- '--- SKIP' .test.log; then echo "make test: tests skipped under CI=true"; exit 1; fi
+	@echo "make test: all tests passed"
+SHELL := /bin/bash
+
+# fuzz runs each fuzz target for FUZZTIME.
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test ./dataplane/policy -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./dataplane/policy -run '^$$' -fuzz '^FuzzParsePacket$$' -fuzztime $(FUZZTIME)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./dataplane/...
+
+# run does the most real thing sluice can do today: check the built-in
+# default policy and explain what it does to a few packets.
+run: build
+	./bin/sluice check
+	./bin/sluice explain examples/home.yaml tcp 192.168.1.10:40000 '->' 93.184.216.34:443 in lan new
+	./bin/sluice explain examples/home.yaml tcp 192.168.1.10:40000 '->' 192.168.1.1:22 in lan new
+	./bin/sluice explain examples/home.yaml tcp 203.0.113.9:40000 '->' 192.168.1.10:22 in wan new
+	./bin/sluice explain examples/home.yaml udp 10.1.2.3:53 '->' 192.168.1.10:53 in wan new
+
+clean:
+	rm -rf bin .test.log

@@ -1,0 +1,201 @@
+package policy
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Compile turns a policy into a Program. It re-checks the policy and returns
+// an *InvalidError carrying every error when the policy is not valid.
+func Compile(p *Policy) (*Program, error) {
+	if p == nil {
+		return nil, fmt.Errorf("compile: no policy")
+	}
+	c := &compiler{
+		prog: &Program{File: p.File, Hostname: p.Hostname, Log: p.Log, ICMP: p.ICMP, PortForwards: slices.Clone(p.PortForwards)},
+		ids:  map[RuleID]string{},
+	}
+	zoneIdx := map[string]int{}
+	for i, z := range p.Zones {
+		zoneIdx[z.Name] = i
+		c.prog.Zones = append(c.prog.Zones, CompiledZone{Name: z.Name, ForwardTo: make([]bool, len(p.Zones))})
+	}
+	for i, ifc := range p.Interfaces {
+		zi, ok := zoneIdx[ifc.Zone]
+		if !ok {
+			return nil, fmt.Errorf("compile %s: interface %s names undefined zone %q", p.File, ifc.Name, ifc.Zone)
+		}
+		c.prog.Interfaces = append(c.prog.Interfaces, CompiledInterface{
+			Name: ifc.Name, Device: ifc.Device, Zone: zi, DHCP: ifc.DHCP,
+			Addresses: slices.Clone(ifc.Addresses), Gateway: ifc.Gateway,
+		})
+		c.prog.Zones[zi].Interfaces = append(c.prog.Zones[zi].Interfaces, i)
+	}
+	for _, fw := range p.Forward {
+		from, ok := zoneIdx[fw.From]
+		if !ok {
+			return nil, fmt.Errorf("compile %s: forward from undefined zone %q", p.File, fw.From)
+		}
+		for _, to := range fw.To {
+			ti, ok := zoneIdx[to]
+			if !ok {
+				return nil, fmt.Errorf("compile %s: forward to undefined zone %q", p.File, to)
+			}
+			c.prog.Zones[from].ForwardTo[ti] = true
+		}
+	}
+
+	// Rules are added in evaluation order, so that Program.Rules reads as the
+	// policy's decision list.
+	for zi, z := range p.Zones {
+		cz := &c.prog.Zones[zi]
+		cz.Bogons, cz.ReversePath, cz.Sources = -1, -1, -1
+		if z.Antispoof.Bogons {
+			cz.Bogons = c.add(Rule{Kind: KindBogons, Zone: zi, Name: z.Name + " antispoof bogons", Reason: ReasonBogonSource, Pos: z.Antispoof.Pos}, z.Name)
+		}
+		if z.Antispoof.ReversePath != RPFOff {
+			cz.ReversePath = c.add(Rule{Kind: KindReversePath, Zone: zi, Name: z.Name + " antispoof reverse-path " + z.Antispoof.ReversePath.String(),
+				Reason: ReasonReversePath, Pos: z.Antispoof.Pos, ReversePath: z.Antispoof.ReversePath}, z.Name, z.Antispoof.ReversePath.String())
+		}
+		if len(z.Antispoof.Sources) > 0 {
+			cz.Sources = c.add(Rule{Kind: KindSources, Zone: zi, Name: z.Name + " antispoof sources", Reason: ReasonSourceNotInZone,
+				Pos: z.Antispoof.Pos, Sources: slices.Clone(z.Antispoof.Sources)}, z.Name, prefixesKey(z.Antispoof.Sources))
+		}
+	}
+	c.prog.TCPFlags = c.add(Rule{Kind: KindTCPFlags, Zone: -1, Name: "tcp flags", Reason: ReasonBadTCPFlags})
+	c.prog.Invalid = c.add(Rule{Kind: KindInvalid, Zone: -1, Name: "conntrack invalid", Reason: ReasonInvalidState})
+	c.prog.Established = c.add(Rule{Kind: KindEstablished, Zone: -1, Name: "conntrack established", Verdict: Accept, Reason: ReasonEstablished})
+	c.prog.NewNotSYN = c.add(Rule{Kind: KindNewNotSYN, Zone: -1, Name: "tcp new not syn", Reason: ReasonNewNotSYN})
+	for i, pf := range p.PortForwards {
+		zi := zoneIdx[pf.From]
+		c.prog.PortForwardRules = append(c.prog.PortForwardRules, c.add(Rule{Kind: KindPortForward, Zone: zi, Name: "port-forward " + pf.Name,
+			Verdict: Accept, Reason: ReasonPortForward, Pos: pf.Pos, PortForward: i, Ports: []PortRange{pf.Port}},
+			pf.Name, pf.From, portsKey([]PortRange{pf.Port}), pf.To.String()))
+	}
+	c.prog.ICMPLocal, c.prog.ICMPForward = -1, -1
+	if p.ICMP.Essential {
+		c.prog.ICMPLocal = c.add(Rule{Kind: KindICMPLocal, Zone: -1, Name: "icmp essential to box", Verdict: Accept, Reason: ReasonEssentialICMP, Pos: p.ICMP.Pos})
+	}
+	for zi, z := range p.Zones {
+		cz := &c.prog.Zones[zi]
+		for _, s := range z.Services {
+			cz.Services = append(cz.Services, c.add(Rule{Kind: KindService, Zone: zi, Name: z.Name + " service " + s.Name,
+				Verdict: Accept, Reason: ReasonService, Pos: s.Pos, Ports: slices.Clone(s.Ports)}, z.Name, s.Name, portsKey(s.Ports)))
+		}
+		r := Rule{Kind: KindInbound, Zone: zi, Name: z.Name + " inbound deny", Reason: ReasonInboundDenied, Pos: z.Pos}
+		if z.Inbound {
+			r.Name, r.Verdict, r.Reason = z.Name+" inbound allow", Accept, ReasonInboundAllowed
+		}
+		cz.Inbound = c.add(r, z.Name, r.Verdict.String())
+	}
+	c.prog.LinkLocal = c.add(Rule{Kind: KindLinkLocal, Zone: -1, Name: "forward link-local", Reason: ReasonLinkLocal})
+	if p.ICMP.Essential {
+		c.prog.ICMPForward = c.add(Rule{Kind: KindICMPForward, Zone: -1, Name: "icmp essential forwarded", Verdict: Accept, Reason: ReasonEssentialICMP, Pos: p.ICMP.Pos})
+	}
+	c.prog.NoRoute = c.add(Rule{Kind: KindNoRoute, Zone: -1, Name: "no route", Reason: ReasonNoRoute})
+	c.prog.IntraZone = c.add(Rule{Kind: KindIntraZone, Zone: -1, Name: "intra-zone", Verdict: Accept, Reason: ReasonIntraZone})
+	c.prog.ForwardDeny = c.add(Rule{Kind: KindForwardDeny, Zone: -1, Name: "forward deny", Reason: ReasonZonePairNotForwarded})
+	for zi, z := range p.Zones {
+		cz := &c.prog.Zones[zi]
+		for _, a := range z.Egress.Allow {
+			cz.Egress = append(cz.Egress, c.add(Rule{Kind: KindEgressAllow, Zone: zi, Name: z.Name + " egress " + a.Name,
+				Verdict: Accept, Reason: ReasonEgressAllowed, Pos: a.Pos, Ports: slices.Clone(a.Ports), To: slices.Clone(a.To)},
+				z.Name, a.Name, destsKey(a.To), portsKey(a.Ports)))
+		}
+		r := Rule{Kind: KindEgressDefault, Zone: zi, Name: z.Name + " egress default deny", Reason: ReasonEgressDefaultDeny, Pos: z.Egress.Pos}
+		if z.Egress.DefaultAllow {
+			r.Name, r.Verdict, r.Reason = z.Name+" egress default allow", Accept, ReasonEgressDefaultAllow
+		}
+		if r.Pos == (Pos{}) {
+			r.Pos = z.Pos
+		}
+		cz.EgressDflt = c.add(r, z.Name, r.Verdict.String())
+	}
+	if c.err != nil {
+		return nil, c.err
+	}
+	return c.prog, nil
+}
+
+type compiler struct {
+	prog *Program
+	ids  map[RuleID]string // ID -> rule name, to catch collisions
+	err  error
+}
+
+// add appends r with an ID hashed from its kind and intent, and returns its
+// index.
+func (c *compiler) add(r Rule, intent ...string) int {
+	h := sha256.New()
+	h.Write([]byte(r.Kind.String()))
+	for _, s := range intent {
+		h.Write([]byte{0})
+		h.Write([]byte(s))
+	}
+	r.ID = RuleID("r" + hex.EncodeToString(h.Sum(nil))[:10])
+	if other, dup := c.ids[r.ID]; dup && c.err == nil {
+		c.err = fmt.Errorf("compile: rules %q and %q hash to the same ID %s; rename one", other, r.Name, r.ID)
+	}
+	c.ids[r.ID] = r.Name
+	c.prog.Rules = append(c.prog.Rules, r)
+	return len(c.prog.Rules) - 1
+}
+
+func prefixesKey(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	slices.Sort(s)
+	return strings.Join(s, ",")
+}
+
+func portsKey(ps []PortRange) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	slices.Sort(s)
+	return strings.Join(s, ",")
+}
+
+func destsKey(ds []Destination) string {
+	s := make([]string, len(ds))
+	for i, d := range ds {
+		s[i] = d.String()
+	}
+	slices.Sort(s)
+	return strings.Join(s, ",")
+}
+
+// String writes the range the way a policy does: tcp/443, udp/1000-2000,
+// icmp/8, tcp (every port) or any.
+func (p PortRange) String() string {
+	var name string
+	maxHi := uint16(65535)
+	switch p.Proto {
+	case 0:
+		return "any"
+	case ProtoTCP:
+		name = "tcp"
+	case ProtoUDP:
+		name = "udp"
+	case ProtoICMP:
+		name, maxHi = "icmp", 255
+	case ProtoICMPv6:
+		name, maxHi = "icmpv6", 255
+	default:
+		return fmt.Sprintf("proto-%d", p.Proto)
+	}
+	switch {
+	case p.Lo == 0 && p.Hi == maxHi:
+		return name
+	case p.Lo == p.Hi:
+		return fmt.Sprintf("%s/%d", name, p.Lo)
+	}
+	return fmt.Sprintf("%s/%d-%d", name, p.Lo, p.Hi)
+}

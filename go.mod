@@ -1,0 +1,8 @@
+module github.com/sluicefw/sluice
+
+go 1.26.8
+
+require (
+	github.com/gaissmai/bart v0.30.0
+	github.com/goccy/go-yaml v1.19.2
+)
