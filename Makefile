@@ -51,8 +51,9 @@ run: build
 	./bin/sluice check
 	./bin/sluice explain examples/home.yaml tcp 192.168.1.10:40000 '->' 93.184.216.34:443 in lan new
 	./bin/sluice explain examples/home.yaml tcp 192.168.1.10:40000 '->' 192.168.1.1:22 in lan new
-	./bin/sluice explain examples/home.yaml tcp 203.0.113.9:40000 '->' 192.168.1.10:22 in wan new
+	./bin/sluice explain examples/home.yaml tcp 93.184.216.34:40000 '->' 192.168.1.10:22 in wan new
 	./bin/sluice explain examples/home.yaml udp 10.1.2.3:53 '->' 192.168.1.10:53 in wan new
+	./bin/sluice explain examples/home.yaml icmpv6/packet-too-big '[2606:4700::1]' '->' '[fd00:53:1::10]' in wan
 
 clean:
 	rm -rf bin .test.log

@@ -384,7 +384,7 @@ func (e *Evaluator) reversePathOK(src netip.Addr, in int, mode ReversePath) bool
 // never leave their link, are exempt from the anti-spoof checks (neighbour
 // discovery and DHCP need them), and are never forwarded.
 func linkScoped(a netip.Addr) bool {
-	return a.IsUnspecified() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast()
+	return a.IsUnspecified() || a.IsLinkLocalUnicast()
 }
 
 func portsMatch(ports []PortRange, pk *Packet) bool {

@@ -17,8 +17,7 @@ func Parse(file string, src []byte) (*Policy, Diagnostics) {
 	d := &decoder{file: file}
 	p := &Policy{File: file, Hostname: "sluice", Log: Log{Rate: Rate{N: 10, Per: time.Second}}, ICMP: ICMP{Essential: true}}
 	if root := d.parseYAML(src); root != nil {
-		d.policy(root, p)
-		if len(d.diags.Errors()) == 0 {
+		if d.policy(root, p) {
 			validate(d, p)
 		}
 	}
@@ -28,14 +27,16 @@ func Parse(file string, src []byte) (*Policy, Diagnostics) {
 
 var topKeys = []string{"hostname", "interfaces", "zones", "forward", "port_forwards", "log", "icmp"}
 
-func (d *decoder) policy(root ast.Node, p *Policy) {
+// policy decodes the top level; it returns false when the file is not a
+// mapping at all, and there is nothing for validate to look at.
+func (d *decoder) policy(root ast.Node, p *Policy) bool {
 	if _, ok := root.(*ast.MappingNode); !ok {
 		if _, ok := root.(*ast.MappingValueNode); !ok {
 			d.errorf(posOf(root), "start with keys such as hostname:, interfaces: and zones:", "a policy must be a mapping, not %s", describe(root))
-			return
+			return false
 		}
 	}
-	var sawInterfaces, sawZones bool
+	var sawZones bool
 	for _, f := range d.mapping(root, "the policy", topKeys) {
 		switch f.key {
 		case "hostname":
@@ -47,7 +48,6 @@ func (d *decoder) policy(root ast.Node, p *Policy) {
 				}
 			}
 		case "interfaces":
-			sawInterfaces = true
 			for _, e := range d.entries(f.val, "interfaces") {
 				p.Interfaces = append(p.Interfaces, d.iface(e))
 			}
@@ -75,12 +75,10 @@ func (d *decoder) policy(root ast.Node, p *Policy) {
 			}
 		}
 	}
-	if !sawInterfaces {
-		d.errorf(Pos{Line: 1, Col: 1}, "add interfaces: with at least one interface, e.g. lan: {device: eth1, zone: lan, addresses: [192.168.1.1/24]}", "the policy has no interfaces")
-	}
 	if !sawZones {
 		d.errorf(Pos{Line: 1, Col: 1}, "add zones: with one entry per zone the interfaces name", "the policy has no zones")
 	}
+	return true
 }
 
 func (d *decoder) iface(e field) Interface {
@@ -89,7 +87,7 @@ func (d *decoder) iface(e field) Interface {
 		d.errorf(e.keyPos, nameFix, "interface name %q is not valid", e.key)
 	}
 	what := fmt.Sprintf("interface %s", e.key)
-	var sawDevice, sawZone bool
+	var sawDevice, sawZone, sawAddresses bool
 	for _, f := range d.mapping(e.val, what, []string{"device", "zone", "addresses", "gateway"}) {
 		switch f.key {
 		case "device":
@@ -106,6 +104,7 @@ func (d *decoder) iface(e field) Interface {
 				ifc.Zone, ifc.ZonePos = s, pos
 			}
 		case "addresses":
+			sawAddresses = true // an empty list is a deliberate choice
 			for _, item := range d.list(f.val, what+" addresses") {
 				s, pos, ok := d.scalar(item, f.keyPos, what+" address")
 				if !ok {
@@ -151,6 +150,9 @@ func (d *decoder) iface(e field) Interface {
 	}
 	if !sawZone && !isNull(e.val) {
 		d.errorf(e.keyPos, "add zone: naming the zone it belongs to", "interface %s has no zone", e.key)
+	}
+	if !sawAddresses && !isNull(e.val) && !hasKey(e.val, "addresses") {
+		d.warnf(e.keyPos, "add addresses: (static ones, or dhcp)", "interface %s has no addresses", e.key)
 	}
 	return ifc
 }
@@ -268,6 +270,7 @@ func (d *decoder) service(item ast.Node, what string) (Service, bool) {
 		return Service{}, false
 	}
 	svc := Service{Pos: posOf(item)}
+	sawPorts := false
 	for _, f := range d.mapping(item, what+" service", []string{"name", "ports"}) {
 		switch f.key {
 		case "name":
@@ -278,6 +281,7 @@ func (d *decoder) service(item ast.Node, what string) (Service, bool) {
 				svc.Name = s
 			}
 		case "ports":
+			sawPorts = true
 			svc.Ports = d.ports(f, "service ports")
 		}
 	}
@@ -285,9 +289,12 @@ func (d *decoder) service(item ast.Node, what string) (Service, bool) {
 		d.errorf(svc.Pos, "add name:", "a service in %s has no name", what)
 		return svc, false
 	}
-	if len(svc.Ports) == 0 {
+	if !sawPorts {
 		d.errorf(svc.Pos, "add ports:, such as [tcp/8443]", "service %s has no ports", svc.Name)
 		return svc, false
+	}
+	if len(svc.Ports) == 0 {
+		return svc, false // its ports were reported as they failed
 	}
 	return svc, true
 }

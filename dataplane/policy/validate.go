@@ -31,8 +31,10 @@ func validate(d *decoder, p *Policy) {
 		}
 		return "define it under zones: or use one of: " + strings.Join(names, ", ")
 	}
+	danglingZone := false
 	refZone := func(name string, pos Pos, what string) bool {
 		if _, ok := zones[name]; !ok {
+			danglingZone = true
 			d.errorf(pos, zoneList(), "%s names zone %q, which is not defined", what, name)
 			return false
 		}
@@ -40,7 +42,7 @@ func validate(d *decoder, p *Policy) {
 	}
 
 	if len(p.Interfaces) == 0 {
-		d.errorf(Pos{Line: 1, Col: 1}, "add at least one interface under interfaces:", "the policy has no interfaces")
+		d.errorf(Pos{Line: 1, Col: 1}, "add interfaces: with at least one interface, e.g. lan: {device: eth1, zone: lan, addresses: [192.168.1.1/24]}", "the policy has no interfaces")
 	}
 	devices := map[string]string{}
 	used := map[string]bool{}
@@ -62,9 +64,6 @@ func validate(d *decoder, p *Policy) {
 		}
 		if ifc.Uplink() {
 			uplinks = append(uplinks, ifc.Name)
-		}
-		if !ifc.DHCP && len(ifc.Addresses) == 0 {
-			d.warnf(ifc.Pos, "add addresses: (static ones, or dhcp)", "interface %s has no addresses", ifc.Name)
 		}
 		for _, a := range ifc.Addresses {
 			for _, o := range prefixes {
@@ -92,7 +91,7 @@ func validate(d *decoder, p *Policy) {
 	}
 
 	for _, z := range p.Zones {
-		if !used[z.Name] {
+		if !used[z.Name] && !danglingZone {
 			d.warnf(z.Pos, "assign it to an interface or remove it", "zone %s has no interfaces", z.Name)
 		}
 		validateZone(d, p, z)

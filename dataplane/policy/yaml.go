@@ -114,6 +114,25 @@ func (d *decoder) plain(n ast.Node) bool {
 	return true
 }
 
+// hasKey reports whether mapping n has key, even one whose value was refused.
+func hasKey(n ast.Node, key string) bool {
+	var values []*ast.MappingValueNode
+	switch v := n.(type) {
+	case *ast.MappingNode:
+		values = v.Values
+	case *ast.MappingValueNode:
+		values = []*ast.MappingValueNode{v}
+	}
+	for _, mv := range values {
+		if mv != nil && mv.Key != nil {
+			if k, ok := scalarText(mv.Key); ok && k == key {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func isNull(n ast.Node) bool {
 	if n == nil {
 		return true
