@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"net/netip"
 	"slices"
 	"strings"
 )
@@ -63,7 +62,7 @@ func Compile(p *Policy) (*Program, error) {
 		}
 		if len(z.Antispoof.Sources) > 0 {
 			cz.Sources = c.add(Rule{Kind: KindSources, Zone: zi, Name: z.Name + " antispoof sources", Reason: ReasonSourceNotInZone,
-				Pos: z.Antispoof.Pos, Sources: slices.Clone(z.Antispoof.Sources)}, z.Name, prefixesKey(z.Antispoof.Sources))
+				Pos: z.Antispoof.Pos, Sources: slices.Clone(z.Antispoof.Sources)}, z.Name, sortedKey(z.Antispoof.Sources))
 		}
 	}
 	c.prog.TCPFlags = c.add(Rule{Kind: KindTCPFlags, Zone: -1, Name: "tcp flags", Reason: ReasonBadTCPFlags})
@@ -74,7 +73,7 @@ func Compile(p *Policy) (*Program, error) {
 		zi := zoneIdx[pf.From]
 		c.prog.PortForwardRules = append(c.prog.PortForwardRules, c.add(Rule{Kind: KindPortForward, Zone: zi, Name: "port-forward " + pf.Name,
 			Verdict: Accept, Reason: ReasonPortForward, Pos: pf.Pos, PortForward: i, Ports: []PortRange{pf.Port}},
-			pf.Name, pf.From, portsKey([]PortRange{pf.Port}), pf.To.String()))
+			pf.Name, pf.From, sortedKey([]PortRange{pf.Port}), pf.To.String()))
 	}
 	c.prog.ICMPLocal, c.prog.ICMPForward = -1, -1
 	if p.ICMP.Essential {
@@ -84,7 +83,7 @@ func Compile(p *Policy) (*Program, error) {
 		cz := &c.prog.Zones[zi]
 		for _, s := range z.Services {
 			cz.Services = append(cz.Services, c.add(Rule{Kind: KindService, Zone: zi, Name: z.Name + " service " + s.Name,
-				Verdict: Accept, Reason: ReasonService, Pos: s.Pos, Ports: slices.Clone(s.Ports)}, z.Name, s.Name, portsKey(s.Ports)))
+				Verdict: Accept, Reason: ReasonService, Pos: s.Pos, Ports: slices.Clone(s.Ports)}, z.Name, s.Name, sortedKey(s.Ports)))
 		}
 		r := Rule{Kind: KindInbound, Zone: zi, Name: z.Name + " inbound deny", Reason: ReasonInboundDenied, Pos: z.Pos}
 		if z.Inbound {
@@ -104,7 +103,7 @@ func Compile(p *Policy) (*Program, error) {
 		for _, a := range z.Egress.Allow {
 			cz.Egress = append(cz.Egress, c.add(Rule{Kind: KindEgressAllow, Zone: zi, Name: z.Name + " egress " + a.Name,
 				Verdict: Accept, Reason: ReasonEgressAllowed, Pos: a.Pos, Ports: slices.Clone(a.Ports), To: slices.Clone(a.To)},
-				z.Name, a.Name, destsKey(a.To), portsKey(a.Ports)))
+				z.Name, a.Name, sortedKey(a.To), sortedKey(a.Ports)))
 		}
 		r := Rule{Kind: KindEgressDefault, Zone: zi, Name: z.Name + " egress default deny", Reason: ReasonEgressDefaultDeny, Pos: z.Egress.Pos}
 		if z.Egress.DefaultAllow {
@@ -145,28 +144,12 @@ func (c *compiler) add(r Rule, intent ...string) int {
 	return len(c.prog.Rules) - 1
 }
 
-func prefixesKey(ps []netip.Prefix) string {
-	s := make([]string, len(ps))
-	for i, p := range ps {
-		s[i] = p.String()
-	}
-	slices.Sort(s)
-	return strings.Join(s, ",")
-}
-
-func portsKey(ps []PortRange) string {
-	s := make([]string, len(ps))
-	for i, p := range ps {
-		s[i] = p.String()
-	}
-	slices.Sort(s)
-	return strings.Join(s, ",")
-}
-
-func destsKey(ds []Destination) string {
-	s := make([]string, len(ds))
-	for i, d := range ds {
-		s[i] = d.String()
+// sortedKey joins the items' texts in sorted order, so that an intent does
+// not depend on the order its parts are written in.
+func sortedKey[T fmt.Stringer](items []T) string {
+	s := make([]string, len(items))
+	for i, it := range items {
+		s[i] = it.String()
 	}
 	slices.Sort(s)
 	return strings.Join(s, ",")

@@ -30,11 +30,9 @@ var topKeys = []string{"hostname", "interfaces", "zones", "forward", "port_forwa
 // policy decodes the top level; it returns false when the file is not a
 // mapping at all, and there is nothing for validate to look at.
 func (d *decoder) policy(root ast.Node, p *Policy) bool {
-	if _, ok := root.(*ast.MappingNode); !ok {
-		if _, ok := root.(*ast.MappingValueNode); !ok {
-			d.errorf(posOf(root), "start with keys such as hostname:, interfaces: and zones:", "a policy must be a mapping, not %s", describe(root))
-			return false
-		}
+	if _, ok := mappingValues(root); !ok {
+		d.errorf(posOf(root), "start with keys such as hostname:, interfaces: and zones:", "a policy must be a mapping, not %s", describe(root))
+		return false
 	}
 	var sawZones bool
 	for _, f := range d.mapping(root, "the policy", topKeys) {

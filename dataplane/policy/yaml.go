@@ -114,15 +114,22 @@ func (d *decoder) plain(n ast.Node) bool {
 	return true
 }
 
-// hasKey reports whether mapping n has key, even one whose value was refused.
-func hasKey(n ast.Node, key string) bool {
-	var values []*ast.MappingValueNode
+// mappingValues returns the key-value pairs of a mapping node; ok is false
+// when n is not a mapping. A mapping with one key may be parsed as the bare
+// pair.
+func mappingValues(n ast.Node) (values []*ast.MappingValueNode, ok bool) {
 	switch v := n.(type) {
 	case *ast.MappingNode:
-		values = v.Values
+		return v.Values, true
 	case *ast.MappingValueNode:
-		values = []*ast.MappingValueNode{v}
+		return []*ast.MappingValueNode{v}, true
 	}
+	return nil, false
+}
+
+// hasKey reports whether mapping n has key, even one whose value was refused.
+func hasKey(n ast.Node, key string) bool {
+	values, _ := mappingValues(n)
 	for _, mv := range values {
 		if mv != nil && mv.Key != nil {
 			if k, ok := scalarText(mv.Key); ok && k == key {
@@ -167,13 +174,8 @@ func (d *decoder) entries(n ast.Node, what string) []field {
 	if isNull(n) || !d.plain(n) {
 		return nil
 	}
-	var values []*ast.MappingValueNode
-	switch v := n.(type) {
-	case *ast.MappingNode:
-		values = v.Values
-	case *ast.MappingValueNode:
-		values = []*ast.MappingValueNode{v}
-	default:
+	values, ok := mappingValues(n)
+	if !ok {
 		d.errorf(posOf(n), "write it as key: value pairs", "%s must be a mapping, not %s", what, describe(n))
 		return nil
 	}
