@@ -47,7 +47,7 @@ bench:
 
 # run does the most real thing sluice can do today: check the built-in
 # default policy and explain what it does to a few packets.
-run: build
+run: deps build
 	./bin/sluice check
 	./bin/sluice explain examples/home.yaml tcp 192.168.1.10:40000 '->' 93.184.216.34:443 in lan new
 	./bin/sluice explain examples/home.yaml tcp 192.168.1.10:40000 '->' 192.168.1.1:22 in lan new

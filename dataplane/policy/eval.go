@@ -158,7 +158,7 @@ func NewEvaluator(prog *Program, opts Options) *Evaluator {
 	e.local.Insert(netip.MustParsePrefix("224.0.0.0/4"))
 	e.local.Insert(netip.MustParsePrefix("ff00::/8"))
 
-	for zi, z := range prog.Zones {
+	for _, z := range prog.Zones {
 		ze := zoneEval{exempt: new(bart.Lite), sources: new(bart.Lite), rpf: RPFOff}
 		for _, i := range z.Interfaces {
 			for _, a := range ifaceAddrs[i] {
@@ -178,7 +178,6 @@ func NewEvaluator(prog *Program, opts Options) *Evaluator {
 		}
 		ze.egress = buildEgress(prog, z.Egress, opts.Resolved)
 		e.zones = append(e.zones, ze)
-		_ = zi
 	}
 	for i, pf := range prog.PortForwards {
 		ri := prog.PortForwardRules[i]
@@ -259,7 +258,7 @@ func (e *Evaluator) Evaluate(pk *Packet) Decision {
 	zi := e.ifaceZone[pk.In]
 	z := &e.prog.Zones[zi]
 	ze := &e.zones[zi]
-	src, dst := pk.Src.Unmap(), pk.Dst.Unmap()
+	src, dst := pk.Src, pk.Dst
 	onLink := linkScoped(src)
 
 	// 1. Anti-spoof, on every packet.
@@ -293,7 +292,9 @@ func (e *Evaluator) Evaluate(pk *Packet) Decision {
 		return e.rule(e.prog.NewNotSYN, ReasonNewNotSYN)
 	}
 
-	toBox := e.local.Contains(dst)
+	// Every interface has an IPv6 link-local address, and a link-local
+	// destination can only be the box.
+	toBox := e.local.Contains(dst) || dst.IsLinkLocalUnicast()
 
 	// 4. Port forwards: to one of the box's addresses, from their zone.
 	if toBox && (pk.Proto == ProtoTCP || pk.Proto == ProtoUDP) {
@@ -328,6 +329,10 @@ func (e *Evaluator) Evaluate(pk *Packet) Decision {
 	out, ok := e.route(dst)
 	if !ok {
 		return e.rule(e.prog.NoRoute, ReasonNoRoute)
+	}
+	if out == pk.In {
+		// Out the way it came: the box is no relay.
+		return e.rule(e.prog.ForwardDeny, ReasonSameInterface)
 	}
 	oz := e.ifaceZone[out]
 	if oz == zi {

@@ -119,7 +119,11 @@ forward: [{from: a, to: b}]
 		{"wan to lan unsolicited", "tcp 93.184.216.34:40000 -> 192.168.1.10:22 in wan", Drop, "forward deny", KindForwardDeny, false},
 		{"iot to lan", "tcp 192.168.20.5:40000 -> 192.168.1.10:22 in iot", Drop, "forward deny", KindForwardDeny, false},
 		{"lan to iot", "tcp 192.168.1.10:40000 -> 192.168.20.5:80 in lan", Accept, "lan egress default allow", KindEgressDefault, false},
-		{"forward link-local destination", "tcp [fd00:53:1::10]:40000 -> [fe80::5]:80 in lan", Drop, "forward link-local", KindLinkLocal, false},
+		{"forward link-local source", "tcp [fe80::5]:40000 -> [2606:4700::1]:80 in lan", Drop, "forward link-local", KindLinkLocal, false},
+		{"link-local destination is the box", "tcp [fe80::5]:40000 -> [fe80::1]:22 in lan", Accept, "lan service ssh", KindService, false},
+		{"neighbour advertisement to the box's link-local", "icmpv6/136 [fe80::2] -> [fe80::1] in lan", Accept, "icmp essential to box", KindICMPLocal, false},
+		{"wan back out wan", "tcp 8.8.8.8:1234 -> 1.1.1.1:80 in wan", Drop, "forward deny", KindForwardDeny, false},
+		{"lan back out lan", "tcp 192.168.1.10:1234 -> 192.168.1.20:80 in lan", Drop, "forward deny", KindForwardDeny, false},
 		{"forwarded essential icmp error", "icmp/time-exceeded 93.184.216.34 -> 192.168.1.10 in wan", Accept, "icmp essential forwarded", KindICMPForward, false},
 		{"forwarded packet too big v6", "icmpv6/packet-too-big [2606:4700::1] -> [fd00:53:1::10] in wan", Accept, "icmp essential forwarded", KindICMPForward, false},
 		{"forwarded echo is not essential", "icmp 93.184.216.34 -> 192.168.1.10 in wan", Drop, "forward deny", KindForwardDeny, false},
@@ -197,6 +201,18 @@ func TestEvaluateRuntimeAddresses(t *testing.T) {
 	after := ev.Evaluate(&pk)
 	if r := prog.Rules[after.Rule]; r.Kind != KindInbound || after.Verdict != Drop {
 		t.Errorf("after the lease: %s by %s, want drop by wan inbound deny", after.Verdict, r.Name)
+	}
+}
+
+// An IPv4-mapped IPv6 source is an IPv6 packet's source, and the registry
+// says it is not a valid one.
+func TestEvaluateMappedSource(t *testing.T) {
+	prog := compileFile(t, "testdata/every-rule.yaml")
+	wan, _ := prog.Interface("wan")
+	pk := Packet{In: wan, Src: netip.MustParseAddr("::ffff:8.8.8.8"), Dst: netip.MustParseAddr("2001:db8:ffff::2"), Proto: ProtoTCP, DstPort: 22, TCPFlags: TCPSyn}
+	got := NewEvaluator(prog, Options{}).Evaluate(&pk)
+	if r := prog.Rules[got.Rule]; got.Verdict != Drop || r.Kind != KindBogons {
+		t.Errorf("Evaluate(mapped source) = %s by %s, want drop by wan antispoof bogons", got.Verdict, r.Name)
 	}
 }
 

@@ -98,6 +98,7 @@ const (
 	ReasonEgressDefaultAllow
 	ReasonEgressDefaultDeny
 	ReasonUnknownInterface
+	ReasonSameInterface
 	numReasons
 )
 
@@ -122,6 +123,7 @@ var reasonText = [numReasons]string{
 	ReasonEgressDefaultAllow:   "zone's egress default is allow",
 	ReasonEgressDefaultDeny:    "zone's egress default is deny",
 	ReasonUnknownInterface:     "packet arrived on an interface the policy does not name",
+	ReasonSameInterface:        "would leave by the interface it came in on",
 }
 
 func (r Reason) String() string {
@@ -165,9 +167,10 @@ type Rule struct {
 //  3. conntrack: invalid dropped, established and related accepted, a new TCP
 //     flow that does not start with SYN dropped;
 //  4. port forwards from Z;
-//  5. to the box: essential ICMP, Z's services, then Z's inbound setting;
+//  5. to the box (its addresses, subnet broadcasts, multicast and IPv6
+//     link-local destinations): essential ICMP, Z's services, then Z's inbound setting;
 //  6. forwarded: link-local dropped, essential ICMP errors accepted, no route
-//     dropped, same zone accepted, zone pairs without a forward rule dropped,
+//     dropped, out the interface it came in on dropped, same zone accepted, zone pairs without a forward rule dropped,
 //     then Z's egress allowlist in order, then Z's egress default.
 type Program struct {
 	File         string

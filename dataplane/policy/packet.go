@@ -57,6 +57,9 @@ func (p *Program) ParsePacket(text string) (Packet, error) {
 	if pk.Dst, pk.DstPort, err = parseEndpoint(f[3], ports); err != nil {
 		return pk, fmt.Errorf("packet %q: destination: %w", text, err)
 	}
+	if pk.Src.Is4In6() || pk.Dst.Is4In6() {
+		return pk, fmt.Errorf("packet %q: write IPv4 addresses as IPv4, not IPv4-mapped IPv6", text)
+	}
 	if pk.Src.Is4() != pk.Dst.Is4() {
 		return pk, fmt.Errorf("packet %q: source and destination are of different address families", text)
 	}
@@ -111,11 +114,11 @@ func parseEndpoint(s string, wantPort bool) (netip.Addr, uint16, error) {
 		if ap.Addr().Zone() != "" {
 			return netip.Addr{}, 0, fmt.Errorf("%q: remove the zone", s)
 		}
-		return ap.Addr().Unmap(), ap.Port(), nil
+		return ap.Addr(), ap.Port(), nil
 	}
 	a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"))
 	if err != nil || a.Zone() != "" {
 		return netip.Addr{}, 0, fmt.Errorf("%q is not an address or ADDR:PORT ([IPv6]:PORT)", s)
 	}
-	return a.Unmap(), 0, nil
+	return a, 0, nil
 }

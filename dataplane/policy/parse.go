@@ -115,6 +115,9 @@ func (d *decoder) iface(e field) Interface {
 					ifc.DHCP = true
 					continue
 				}
+				if d.mapped(s, pos) {
+					continue
+				}
 				pfx, err := netip.ParsePrefix(s)
 				if err != nil {
 					if a, aerr := netip.ParseAddr(s); aerr == nil {
@@ -133,6 +136,9 @@ func (d *decoder) iface(e field) Interface {
 		case "gateway":
 			if s, pos, ok := d.scalar(f.val, f.keyPos, what+" gateway"); ok {
 				a, err := netip.ParseAddr(s)
+				if d.mapped(s, pos) {
+					continue
+				}
 				if err != nil || a.Zone() != "" {
 					d.errorf(pos, "write the next hop's address, such as 198.51.100.1", "gateway %q is not an IP address", s)
 				} else {
@@ -200,7 +206,7 @@ func (d *decoder) antispoof(f field, what string, a *Antispoof) {
 				a.Bogons = s == "drop"
 			}
 		case "sources":
-			for _, item := range d.list(g.val, what+" antispoof sources") {
+			for _, item := range d.nonEmptyList(g, what+" antispoof sources", "list the allowed source prefixes, or remove sources: to allow any") {
 				s, pos, ok := d.scalar(item, g.keyPos, "source prefix")
 				if !ok {
 					continue
@@ -217,6 +223,9 @@ func (d *decoder) antispoof(f field, what string, a *Antispoof) {
 // prefix parses a CIDR or a single address (a host prefix). A prefix with
 // host bits set is an error: it usually means a typo in the length.
 func (d *decoder) prefix(s string, pos Pos) (netip.Prefix, bool) {
+	if d.mapped(s, pos) {
+		return netip.Prefix{}, false
+	}
 	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
 		return netip.PrefixFrom(a, a.BitLen()), true
 	}
@@ -234,6 +243,18 @@ func (d *decoder) prefix(s string, pos Pos) (netip.Prefix, bool) {
 		return netip.Prefix{}, false
 	}
 	return pfx, true
+}
+
+// mapped reports, as an error, an IPv4-mapped IPv6 address (::ffff:a.b.c.d):
+// it would never match, since IPv4 packets carry IPv4 addresses.
+func (d *decoder) mapped(s string, pos Pos) bool {
+	addr, _, _ := strings.Cut(strings.TrimPrefix(s, "["), "/")
+	addr, _, _ = strings.Cut(addr, "]")
+	if a, err := netip.ParseAddr(addr); err == nil && a.Is4In6() {
+		d.errorf(pos, "write the IPv4 address as "+a.Unmap().String(), "%q is an IPv4-mapped IPv6 address", s)
+		return true
+	}
+	return false
 }
 
 // wellKnownServices are the services a zone may name without spelling out
@@ -308,7 +329,7 @@ func withPos(ports []PortRange, pos Pos) []PortRange {
 
 func (d *decoder) ports(f field, what string) []PortRange {
 	var out []PortRange
-	for _, item := range d.list(f.val, what) {
+	for _, item := range d.nonEmptyList(f, what, "list protocols and ports, such as [tcp/443], or remove ports: to match any") {
 		s, pos, ok := d.scalar(item, f.keyPos, what)
 		if !ok {
 			continue
@@ -426,7 +447,7 @@ func (d *decoder) allowEntry(item ast.Node, what string) AllowEntry {
 				a.Name = s
 			}
 		case "to":
-			for _, t := range d.list(f.val, "allow entry to") {
+			for _, t := range d.nonEmptyList(f, "allow entry to", "list destinations, or remove to: to match any destination") {
 				s, pos, ok := d.scalar(t, f.keyPos, "destination")
 				if !ok {
 					continue
@@ -528,6 +549,9 @@ func (d *decoder) portForward(item ast.Node) PortForward {
 		case "to":
 			if s, pos, ok := d.scalar(f.val, f.keyPos, "port forward to"); ok {
 				sawTo = true
+				if d.mapped(s, pos) {
+					continue
+				}
 				if ap, err := netip.ParseAddrPort(s); err == nil && ap.Port() != 0 {
 					pf.To = ap
 				} else if a, err := netip.ParseAddr(s); err == nil {

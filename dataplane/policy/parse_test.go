@@ -123,7 +123,53 @@ zones:
 		{
 			name: "duplicate key",
 			src:  base + "zones:\n  dmz: {}\n",
-			want: []string{`p.yaml:9:1: YAML syntax error: mapping key "zones" already defined at [4:1]; fix the YAML syntax`},
+			want: []string{`p.yaml:9:1: duplicate key "zones" in the policy; remove it or merge it with the one at line 4`},
+		},
+		{
+			name: "duplicate keys do not hide other problems",
+			src: `interfaces:
+  lan: {device: eth1, zone: lan, addresses: [192.168.1.1/24], device: eth2}
+zones:
+  lan: {inbound: maybe}
+  lan: {}
+`,
+			want: []string{
+				`p.yaml:2:63: duplicate key "device" in interface lan; remove it or merge it with the one at line 2`,
+				`p.yaml:4:18: zone lan inbound "maybe" is not valid; write one of: allow, deny`,
+				`p.yaml:5:3: duplicate key "lan" in zones; remove it or merge it with the one at line 4`,
+			},
+		},
+		{
+			name: "empty lists do not mean any",
+			src: `interfaces:
+  lan: {device: eth1, zone: lan, addresses: [192.168.1.1/24]}
+zones:
+  lan:
+    antispoof: {sources: []}
+    services: [{name: admin, ports: []}]
+    egress: {default: deny, allow: [{name: a, to: [], ports: [tcp/443]}, {name: b, to: [10.0.0.0/8], ports: }]}
+`,
+			want: []string{
+				`p.yaml:5:17: zone lan antispoof sources is empty; list the allowed source prefixes, or remove sources: to allow any`,
+				`p.yaml:6:30: service ports is empty; list protocols and ports, such as [tcp/443], or remove ports: to match any`,
+				`p.yaml:7:47: allow entry to is empty; list destinations, or remove to: to match any destination`,
+				`p.yaml:7:102: allow entry ports is empty; list protocols and ports, such as [tcp/443], or remove ports: to match any`,
+			},
+		},
+		{
+			name: "IPv4-mapped addresses refused",
+			src: `interfaces:
+  lan: {device: eth1, zone: lan, addresses: ["::ffff:192.168.1.1/120"]}
+zones:
+  lan:
+    antispoof: {sources: ["::ffff:192.168.1.0/120"]}
+    egress: {allow: [{name: a, to: ["::ffff:93.184.216.34"]}]}
+`,
+			want: []string{
+				`p.yaml:2:46: "::ffff:192.168.1.1/120" is an IPv4-mapped IPv6 address; write the IPv4 address as 192.168.1.1`,
+				`p.yaml:5:27: "::ffff:192.168.1.0/120" is an IPv4-mapped IPv6 address; write the IPv4 address as 192.168.1.0`,
+				`p.yaml:6:37: "::ffff:93.184.216.34" is an IPv4-mapped IPv6 address; write the IPv4 address as 93.184.216.34`,
+			},
 		},
 		{
 			name: "syntax error",

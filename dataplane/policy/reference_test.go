@@ -107,7 +107,7 @@ func (l *linearEvaluator) Evaluate(pk *Packet) Decision {
 	}
 	zi := p.Interfaces[pk.In].Zone
 	z := p.Zones[zi]
-	src, dst := pk.Src.Unmap(), pk.Dst.Unmap()
+	src, dst := pk.Src, pk.Dst
 	srcLink := src.IsUnspecified() || src.IsLinkLocalUnicast()
 	if !srcLink {
 		if z.Bogons >= 0 && l.bogon(zi, src) {
@@ -145,7 +145,7 @@ func (l *linearEvaluator) Evaluate(pk *Packet) Decision {
 	if pk.Proto == ProtoTCP && !(pk.TCPFlags&TCPSyn != 0 && pk.TCPFlags&(TCPAck|TCPRst|TCPFin) == 0) {
 		return dec(p.NewNotSYN)
 	}
-	local := l.isLocal(dst)
+	local := l.isLocal(dst) || dst.IsLinkLocalUnicast()
 	if local {
 		for i, pf := range p.PortForwards {
 			ri := p.PortForwardRules[i]
@@ -168,7 +168,7 @@ func (l *linearEvaluator) Evaluate(pk *Packet) Decision {
 		}
 		return dec(z.Inbound)
 	}
-	if srcLink || dst.IsUnspecified() || dst.IsLinkLocalUnicast() {
+	if srcLink || dst.IsUnspecified() {
 		return dec(p.LinkLocal)
 	}
 	if p.ICMPForward >= 0 && icmpErr {
@@ -177,6 +177,9 @@ func (l *linearEvaluator) Evaluate(pk *Packet) Decision {
 	out, ok := l.route(dst)
 	if !ok {
 		return dec(p.NoRoute)
+	}
+	if out == pk.In {
+		return Decision{Verdict: Drop, Rule: p.ForwardDeny, Reason: ReasonSameInterface}
 	}
 	oz := p.Interfaces[out].Zone
 	if oz == zi {

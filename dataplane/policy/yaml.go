@@ -30,7 +30,8 @@ func (d *decoder) warnf(p Pos, fix, format string, args ...any) {
 // parseYAML returns the root node of the single document in src, or nil when
 // the file is empty or could not be parsed (the reason is recorded).
 func (d *decoder) parseYAML(src []byte) ast.Node {
-	f, err := parser.ParseBytes(src, 0)
+	// Duplicate keys are reported by entries, with the other problems.
+	f, err := parser.ParseBytes(src, 0, parser.AllowDuplicateMapKey())
 	if err != nil {
 		var se *yaml.SyntaxError
 		p := Pos{Line: 1, Col: 1}
@@ -228,6 +229,18 @@ func (d *decoder) list(n ast.Node, what string) []ast.Node {
 		return nil
 	}
 	return []ast.Node{n}
+}
+
+// nonEmptyList is list for keys where an empty list would silently mean
+// "anything": it is an error, and the key must be removed to mean that.
+func (d *decoder) nonEmptyList(f field, what, fix string) []ast.Node {
+	items := d.list(f.val, what)
+	if len(items) == 0 {
+		if seq, ok := f.val.(*ast.SequenceNode); f.val == nil || isNull(f.val) || ok && len(seq.Values) == 0 {
+			d.errorf(f.keyPos, fix, "%s is empty", what)
+		}
+	}
+	return items
 }
 
 // scalar decodes a single plain value.
