@@ -61,8 +61,8 @@ FILE "-" reads the policy from stdin.`, stderr)
 	for _, r := range resolved {
 		name, v, _ := strings.Cut(r, "=")
 		addr, err := netip.ParseAddr(v)
-		if err != nil || name == "" {
-			fmt.Fprintf(stderr, "sluice explain: --resolve %q: want NAME=ADDR\n", r)
+		if err != nil || !policy.ValidDNSName(name) || strings.HasPrefix(name, "*") || addr.Zone() != "" {
+			fmt.Fprintf(stderr, "sluice explain: --resolve %q: want NAME=ADDR with a DNS name (no wildcard) and an address\n", r)
 			return 2
 		}
 		opts.Resolved[name] = append(opts.Resolved[name], addr)

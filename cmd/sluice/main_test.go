@@ -173,10 +173,10 @@ forward:
   - {from: lan, to: wan}
 `
 	wholeErrors := []string{
-		`FILE:1:1: interfaces wan, dmz all carry a default route; sluice supports one uplink; keep dhcp or gateway on one interface only`,
 		`FILE:3:29: interface lan names zone "lna", which is not defined; define it under zones: or use one of: wan, dmz`,
-		`FILE:4:3: interfaces lan and dmz both use device eth1; give each interface its own device`,
-		`FILE:4:3: interface dmz gateway 10.9.9.9 is not on any of its prefixes; the gateway must be inside one of the interface's prefixes`,
+		`FILE:4:3: interfaces wan, dmz all carry a default route; sluice supports one uplink; keep dhcp or gateway on one interface only`,
+		`FILE:4:17: interfaces lan and dmz both use device eth1; give each interface its own device`,
+		`FILE:4:69: interface dmz gateway 10.9.9.9 is not on any of its prefixes; the gateway must be inside one of the interface's prefixes (or IPv6 link-local)`,
 		`FILE:9:12: forward names zone "lan", which is not defined; define it under zones: or use one of: wan, dmz`,
 	}
 

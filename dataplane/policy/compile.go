@@ -30,7 +30,7 @@ func Compile(p *Policy) (*Program, error) {
 		}
 		c.prog.Interfaces = append(c.prog.Interfaces, CompiledInterface{
 			Name: ifc.Name, Device: ifc.Device, Zone: zi, DHCP: ifc.DHCP,
-			Addresses: slices.Clone(ifc.Addresses), Gateway: ifc.Gateway,
+			Addresses: slices.Clone(ifc.Addresses), Gateways: slices.Clone(ifc.Gateways),
 		})
 		c.prog.Zones[zi].Interfaces = append(c.prog.Zones[zi].Interfaces, i)
 	}
@@ -50,6 +50,11 @@ func Compile(p *Policy) (*Program, error) {
 
 	// Rules are added in evaluation order, so that Program.Rules reads as the
 	// policy's decision list.
+	c.prog.DHCPClient = -1
+	if slices.ContainsFunc(p.Interfaces, func(i Interface) bool { return i.DHCP }) {
+		c.prog.DHCPClient = c.add(Rule{Kind: KindDHCPClient, Zone: -1, Name: "dhcp client", Verdict: Accept, Reason: ReasonDHCPClient})
+	}
+	c.prog.LocalSource = c.add(Rule{Kind: KindLocalSource, Zone: -1, Name: "source is the box", Reason: ReasonLocalSource})
 	for zi, z := range p.Zones {
 		cz := &c.prog.Zones[zi]
 		cz.Bogons, cz.ReversePath, cz.Sources = -1, -1, -1

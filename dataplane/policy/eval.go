@@ -85,6 +85,8 @@ type Options struct {
 type Evaluator struct {
 	prog      *Program
 	ifaceZone []int
+	ifaceDHCP []bool
+	boxAddrs  *bart.Lite        // the box's own unicast addresses
 	local     *bart.Lite        // the box's own addresses and broadcast addresses
 	routes    *bart.Table[int]  // connected prefixes -> interface index
 	dflt      int               // interface of the default route, or -1
@@ -130,11 +132,12 @@ type pfEval struct {
 // NewEvaluator builds the lookup structures for prog.
 func NewEvaluator(prog *Program, opts Options) *Evaluator {
 	e := &Evaluator{
-		prog:    prog,
-		local:   new(bart.Lite),
-		routes:  new(bart.Table[int]),
-		dflt:    -1,
-		special: new(bart.Table[bool]),
+		prog:     prog,
+		local:    new(bart.Lite),
+		boxAddrs: new(bart.Lite),
+		routes:   new(bart.Table[int]),
+		dflt:     -1,
+		special:  new(bart.Table[bool]),
 	}
 	for _, sp := range SpecialPurposeRegistry() {
 		e.special.Insert(sp.Prefix, sp.BogonSource())
@@ -142,12 +145,14 @@ func NewEvaluator(prog *Program, opts Options) *Evaluator {
 	ifaceAddrs := make([][]netip.Prefix, len(prog.Interfaces))
 	for i, ifc := range prog.Interfaces {
 		e.ifaceZone = append(e.ifaceZone, ifc.Zone)
+		e.ifaceDHCP = append(e.ifaceDHCP, ifc.DHCP)
 		ifaceAddrs[i] = append(append([]netip.Prefix(nil), ifc.Addresses...), opts.Addresses[ifc.Name]...)
 		if ifc.Uplink() {
 			e.dflt = i
 		}
 		for _, a := range ifaceAddrs[i] {
 			e.local.Insert(netip.PrefixFrom(a.Addr(), a.Addr().BitLen()))
+			e.boxAddrs.Insert(netip.PrefixFrom(a.Addr(), a.Addr().BitLen()))
 			e.routes.Insert(a.Masked(), i)
 			if a.Addr().Is4() && a.Bits() < 31 {
 				e.local.Insert(netip.PrefixFrom(lastAddr(a.Masked()), 32))
@@ -260,9 +265,22 @@ func (e *Evaluator) Evaluate(pk *Packet) Decision {
 	ze := &e.zones[zi]
 	src, dst := pk.Src, pk.Dst
 	onLink := linkScoped(src)
+	// Every interface has an IPv6 link-local address, and a link-local
+	// destination can only be the box.
+	toBox := e.local.Contains(dst) || dst.IsLinkLocalUnicast()
+
+	// 0. DHCP replies to the box's own DHCP client, before anti-spoof: the
+	// server's address may be private, and before the lease the box has no
+	// route back to it.
+	if toBox && e.prog.DHCPClient >= 0 && e.ifaceDHCP[pk.In] && pk.Proto == ProtoUDP && pk.SrcPort == 67 && pk.DstPort == 68 {
+		return e.rule(e.prog.DHCPClient, ReasonDHCPClient)
+	}
 
 	// 1. Anti-spoof, on every packet.
 	if !onLink {
+		if e.boxAddrs.Contains(src) {
+			return e.rule(e.prog.LocalSource, ReasonLocalSource)
+		}
 		if z.Bogons >= 0 {
 			if bogon, ok := e.special.Lookup(src); ok && bogon && !ze.exempt.Contains(src) {
 				return e.rule(z.Bogons, ReasonBogonSource)
@@ -291,10 +309,6 @@ func (e *Evaluator) Evaluate(pk *Packet) Decision {
 	if pk.Proto == ProtoTCP && pk.TCPFlags&(TCPSyn|TCPAck|TCPRst|TCPFin) != TCPSyn {
 		return e.rule(e.prog.NewNotSYN, ReasonNewNotSYN)
 	}
-
-	// Every interface has an IPv6 link-local address, and a link-local
-	// destination can only be the box.
-	toBox := e.local.Contains(dst) || dst.IsLinkLocalUnicast()
 
 	// 4. Port forwards: to one of the box's addresses, from their zone.
 	if toBox && (pk.Proto == ProtoTCP || pk.Proto == ProtoUDP) {

@@ -48,110 +48,119 @@ zones: {a: {antispoof: {reverse_path: off}}, b: {}}
 forward: [{from: a, to: b}]
 `))
 	islandEv := NewEvaluator(island, Options{})
+	home := compileSource(t, DefaultFile, Default())
+	homeEv := NewEvaluator(home, Options{})
 	tests := []struct {
 		name    string
 		packet  string
 		verdict Verdict
 		rule    string
 		kind    Kind
-		island  bool // decide against the island policy
+		on      string // the policy: "" every-rule.yaml, "island", or "home" (the built-in default)
 	}{
-		{"no route", "tcp 10.0.0.5:1000 -> 8.8.8.8:443 in a", Drop, "no route", KindNoRoute, true},
-		{"no route back, strict", "tcp 8.8.4.4:1000 -> 10.0.0.5:443 in b", Drop, "b antispoof reverse-path strict", KindReversePath, true},
-		{"island forward", "tcp 10.0.0.5:1000 -> 10.0.1.5:443 in a", Accept, "a egress default allow", KindEgressDefault, true},
+		{"no route", "tcp 10.0.0.5:1000 -> 8.8.8.8:443 in a", Drop, "no route", KindNoRoute, "island"},
+		{"no route back, strict", "tcp 8.8.4.4:1000 -> 10.0.0.5:443 in b", Drop, "b antispoof reverse-path strict", KindReversePath, "island"},
+		{"island forward", "tcp 10.0.0.5:1000 -> 10.0.1.5:443 in a", Accept, "a egress default allow", KindEgressDefault, "island"},
 		// Anti-spoof from the uplink.
-		{"wan bogon v4 private", "tcp 10.1.2.3:1000 -> 100.64.10.2:22 in wan", Drop, "wan antispoof bogons", KindBogons, false},
-		{"wan bogon v4 documentation", "tcp 198.51.100.7:1000 -> 10.30.0.10:80 in wan", Drop, "wan antispoof bogons", KindBogons, false},
-		{"wan bogon v6 ula", "tcp [fd00:53:1::10]:1000 -> [2001:db8:ffff::2]:22 in wan", Drop, "wan antispoof bogons", KindBogons, false},
-		{"wan bogon v6 documentation", "udp [2001:db8:1::1]:53 -> [fd00:53:1::10]:53 in wan", Drop, "wan antispoof bogons", KindBogons, false},
-		{"wan bogon lan's own prefix", "tcp 192.168.1.10:1000 -> 192.168.1.20:22 in wan", Drop, "wan antispoof bogons", KindBogons, false},
-		{"wan bogon multicast source", "udp 224.0.0.5:1000 -> 100.64.10.2:53 in wan", Drop, "wan antispoof bogons", KindBogons, false},
-		{"wan bogon reachable inside reserved", "tcp 192.0.0.9:1000 -> 100.64.10.2:22 in wan established", Accept, "conntrack established", KindEstablished, false},
-		{"wan uplink's own CGNAT prefix is exempt", "tcp 100.64.10.7:1000 -> 100.64.10.2:22 in wan", Drop, "wan inbound deny", KindInbound, false},
-		{"wan uplink's own v6 documentation prefix is exempt", "tcp [2001:db8:ffff::9]:1000 -> [2001:db8:ffff::2]:22 in wan", Drop, "wan inbound deny", KindInbound, false},
-		{"wan strict rpf: source routed via lan", "tcp 10.30.0.10:1000 -> 100.64.10.2:22 in wan", Drop, "wan antispoof bogons", KindBogons, false},
-		{"wan link-local v6 neighbour discovery", "icmpv6/135 [fe80::1] -> [ff02::1:ff00:2] in wan", Accept, "icmp essential to box", KindICMPLocal, false},
+		{"wan source is the box", "tcp 100.64.10.2:1000 -> 192.168.1.10:22 in wan established", Drop, "source is the box", KindLocalSource, ""},
+		{"lan source is the box", "tcp 192.168.1.1:1000 -> 93.184.216.34:80 in lan", Drop, "source is the box", KindLocalSource, ""},
+		{"wan bogon v4 private", "tcp 10.1.2.3:1000 -> 100.64.10.2:22 in wan", Drop, "wan antispoof bogons", KindBogons, ""},
+		{"wan bogon v4 documentation", "tcp 198.51.100.7:1000 -> 10.30.0.10:80 in wan", Drop, "wan antispoof bogons", KindBogons, ""},
+		{"wan bogon v6 ula", "tcp [fd00:53:1::10]:1000 -> [2001:db8:ffff::2]:22 in wan", Drop, "wan antispoof bogons", KindBogons, ""},
+		{"wan bogon v6 documentation", "udp [2001:db8:1::1]:53 -> [fd00:53:1::10]:53 in wan", Drop, "wan antispoof bogons", KindBogons, ""},
+		{"wan bogon lan's own prefix", "tcp 192.168.1.10:1000 -> 192.168.1.20:22 in wan", Drop, "wan antispoof bogons", KindBogons, ""},
+		{"wan bogon multicast source", "udp 224.0.0.5:1000 -> 100.64.10.2:53 in wan", Drop, "wan antispoof bogons", KindBogons, ""},
+		{"wan bogon reachable inside reserved", "tcp 192.0.0.9:1000 -> 100.64.10.2:22 in wan established", Accept, "conntrack established", KindEstablished, ""},
+		{"wan uplink's own CGNAT prefix is exempt", "tcp 100.64.10.7:1000 -> 100.64.10.2:22 in wan", Drop, "wan inbound deny", KindInbound, ""},
+		{"wan uplink's own v6 documentation prefix is exempt", "tcp [2001:db8:ffff::9]:1000 -> [2001:db8:ffff::2]:22 in wan", Drop, "wan inbound deny", KindInbound, ""},
+		{"wan strict rpf: source routed via lan", "tcp 10.30.0.10:1000 -> 100.64.10.2:22 in wan", Drop, "wan antispoof bogons", KindBogons, ""},
+		{"wan link-local v6 neighbour discovery", "icmpv6/135 [fe80::1] -> [ff02::1:ff00:2] in wan", Accept, "icmp essential to box", KindICMPLocal, ""},
 
 		// Anti-spoof from inside.
-		{"lan source outside prefixes v4", "tcp 192.168.7.7:1000 -> 8.8.8.8:53 in lan", Drop, "lan antispoof reverse-path strict", KindReversePath, false},
-		{"lan2 source of lan prefix, strict rpf", "tcp 192.168.1.10:1000 -> 8.8.8.8:53 in lan2", Drop, "lan antispoof reverse-path strict", KindReversePath, false},
-		{"lan source outside prefixes v6", "tcp [fd00:53:9::1]:1000 -> [2606:4700::1]:443 in lan", Drop, "lan antispoof reverse-path strict", KindReversePath, false},
-		{"iot loose rpf passes, sources drop", "tcp 8.8.8.8:1000 -> 1.1.1.1:443 in iot", Drop, "iot antispoof sources", KindSources, false},
-		{"iot spoofing lan", "tcp 192.168.1.10:1000 -> 1.1.1.1:443 in iot", Drop, "iot antispoof sources", KindSources, false},
-		{"dmz rpf off, sources drop", "tcp 192.168.1.10:1000 -> 1.1.1.1:443 in dmz", Drop, "dmz antispoof sources", KindSources, false},
-		{"dhcp discover from unspecified source", "udp 0.0.0.0:68 -> 255.255.255.255:67 in lan", Drop, "lan inbound deny", KindInbound, false},
+		{"lan source outside prefixes v4", "tcp 192.168.7.7:1000 -> 8.8.8.8:53 in lan", Drop, "lan antispoof reverse-path strict", KindReversePath, ""},
+		{"lan2 source of lan prefix, strict rpf", "tcp 192.168.1.10:1000 -> 8.8.8.8:53 in lan2", Drop, "lan antispoof reverse-path strict", KindReversePath, ""},
+		{"lan source outside prefixes v6", "tcp [fd00:53:9::1]:1000 -> [2606:4700::1]:443 in lan", Drop, "lan antispoof reverse-path strict", KindReversePath, ""},
+		{"iot loose rpf passes, sources drop", "tcp 8.8.8.8:1000 -> 1.1.1.1:443 in iot", Drop, "iot antispoof sources", KindSources, ""},
+		{"iot spoofing lan", "tcp 192.168.1.10:1000 -> 1.1.1.1:443 in iot", Drop, "iot antispoof sources", KindSources, ""},
+		{"dmz rpf off, sources drop", "tcp 192.168.1.10:1000 -> 1.1.1.1:443 in dmz", Drop, "dmz antispoof sources", KindSources, ""},
+		{"dhcp discover from unspecified source", "udp 0.0.0.0:68 -> 255.255.255.255:67 in lan", Drop, "lan inbound deny", KindInbound, ""},
 
 		// TCP flags and conntrack.
-		{"syn fin", "tcp 192.168.1.10:1000 -> 8.8.8.8:443 in lan flags=SF", Drop, "tcp flags", KindTCPFlags, false},
-		{"null scan", "tcp 192.168.1.10:1000 -> 8.8.8.8:443 in lan established flags=", Drop, "tcp flags", KindTCPFlags, false},
-		{"fin without ack", "tcp 192.168.1.10:1000 -> 8.8.8.8:443 in lan established flags=F", Drop, "tcp flags", KindTCPFlags, false},
-		{"invalid state", "tcp 192.168.1.10:1000 -> 8.8.8.8:443 in lan invalid", Drop, "conntrack invalid", KindInvalid, false},
-		{"established from wan", "tcp 93.184.216.34:443 -> 192.168.1.10:1000 in wan established", Accept, "conntrack established", KindEstablished, false},
-		{"related icmp v6", "icmpv6/packet-too-big [2606:4700::1] -> [fd00:53:1::10] in wan related", Accept, "conntrack established", KindEstablished, false},
-		{"new tcp ack", "tcp 192.168.1.10:1000 -> 8.8.8.8:443 in lan new flags=A", Drop, "tcp new not syn", KindNewNotSYN, false},
+		{"syn fin", "tcp 192.168.1.10:1000 -> 8.8.8.8:443 in lan flags=SF", Drop, "tcp flags", KindTCPFlags, ""},
+		{"null scan", "tcp 192.168.1.10:1000 -> 8.8.8.8:443 in lan established flags=", Drop, "tcp flags", KindTCPFlags, ""},
+		{"fin without ack", "tcp 192.168.1.10:1000 -> 8.8.8.8:443 in lan established flags=F", Drop, "tcp flags", KindTCPFlags, ""},
+		{"invalid state", "tcp 192.168.1.10:1000 -> 8.8.8.8:443 in lan invalid", Drop, "conntrack invalid", KindInvalid, ""},
+		{"established from wan", "tcp 93.184.216.34:443 -> 192.168.1.10:1000 in wan established", Accept, "conntrack established", KindEstablished, ""},
+		{"related icmp v6", "icmpv6/packet-too-big [2606:4700::1] -> [fd00:53:1::10] in wan related", Accept, "conntrack established", KindEstablished, ""},
+		{"new tcp ack", "tcp 192.168.1.10:1000 -> 8.8.8.8:443 in lan new flags=A", Drop, "tcp new not syn", KindNewNotSYN, ""},
 
 		// Port forwards.
-		{"port forward v4", "tcp 93.184.216.34:5555 -> 100.64.10.2:8080 in wan", Accept, "port-forward web", KindPortForward, false},
-		{"port forward range end", "udp 93.184.216.34:5555 -> 100.64.10.2:27010 in wan", Accept, "port-forward games", KindPortForward, false},
-		{"port forward past range end", "udp 93.184.216.34:5555 -> 100.64.10.2:27011 in wan", Drop, "wan inbound deny", KindInbound, false},
-		{"port forward is v4 only", "tcp [2606:4700::1]:5555 -> [2001:db8:ffff::2]:8080 in wan", Drop, "wan inbound deny", KindInbound, false},
-		{"port forward only from its zone", "tcp 192.168.1.10:5555 -> 192.168.1.1:8080 in lan", Drop, "lan inbound deny", KindInbound, false},
-		{"port forward dhcp-learned address", "tcp 93.184.216.34:5555 -> 100.64.10.2:8080 in wan", Accept, "port-forward web", KindPortForward, false},
+		{"port forward v4", "tcp 93.184.216.34:5555 -> 100.64.10.2:8080 in wan", Accept, "port-forward web", KindPortForward, ""},
+		{"port forward range end", "udp 93.184.216.34:5555 -> 100.64.10.2:27010 in wan", Accept, "port-forward games", KindPortForward, ""},
+		{"port forward past range end", "udp 93.184.216.34:5555 -> 100.64.10.2:27011 in wan", Drop, "wan inbound deny", KindInbound, ""},
+		{"port forward is v4 only", "tcp [2606:4700::1]:5555 -> [2001:db8:ffff::2]:8080 in wan", Drop, "wan inbound deny", KindInbound, ""},
+		{"port forward only from its zone", "tcp 192.168.1.10:5555 -> 192.168.1.1:8080 in lan", Drop, "lan inbound deny", KindInbound, ""},
+		{"port forward dhcp-learned address", "tcp 93.184.216.34:5555 -> 100.64.10.2:8080 in wan", Accept, "port-forward web", KindPortForward, ""},
 
 		// The box itself.
-		{"ssh from lan v4", "tcp 192.168.1.10:40000 -> 192.168.1.1:22 in lan", Accept, "lan service ssh", KindService, false},
-		{"ssh from lan v6", "tcp [fd00:53:1::10]:40000 -> [fd00:53:1::1]:22 in lan", Accept, "lan service ssh", KindService, false},
-		{"ssh to another interface's address", "tcp 192.168.1.10:40000 -> 10.30.0.1:22 in lan", Accept, "lan service ssh", KindService, false},
-		{"dns over tcp", "tcp 192.168.1.10:40000 -> 192.168.1.1:53 in lan", Accept, "lan service dns", KindService, false},
-		{"ping box v6", "icmpv6 [fd00:53:1::10] -> [fd00:53:1::1] in lan", Accept, "lan service ping", KindService, false},
-		{"ping box from iot", "icmp 192.168.20.5 -> 192.168.20.1 in iot", Drop, "iot inbound deny", KindInbound, false},
-		{"ssh from wan", "tcp 93.184.216.34:40000 -> 100.64.10.2:22 in wan", Drop, "wan inbound deny", KindInbound, false},
-		{"ssh from iot", "tcp 192.168.20.5:40000 -> 192.168.20.1:22 in iot", Drop, "iot inbound deny", KindInbound, false},
-		{"mgmt inbound allow", "tcp 10.99.0.5:40000 -> 10.99.0.1:9999 in mgmt", Accept, "mgmt inbound allow", KindInbound, false},
-		{"subnet broadcast is the box", "udp 192.168.1.10:137 -> 192.168.1.255:137 in lan", Drop, "lan inbound deny", KindInbound, false},
-		{"essential icmp to box from wan", "icmp/destination-unreachable 93.184.216.34 -> 100.64.10.2 in wan", Accept, "icmp essential to box", KindICMPLocal, false},
-		{"router advertisement from wan", "icmpv6/134 [fe80::1] -> [ff02::1] in wan", Accept, "icmp essential to box", KindICMPLocal, false},
+		{"dhcp reply on a dhcp interface", "udp 100.64.0.1:67 -> 255.255.255.255:68 in wan", Accept, "dhcp client", KindDHCPClient, "home"},
+		{"dhcp reply on a static interface", "udp 192.168.1.7:67 -> 255.255.255.255:68 in lan", Drop, "lan inbound deny", KindInbound, ""},
+		{"ssh from lan v4", "tcp 192.168.1.10:40000 -> 192.168.1.1:22 in lan", Accept, "lan service ssh", KindService, ""},
+		{"ssh from lan v6", "tcp [fd00:53:1::10]:40000 -> [fd00:53:1::1]:22 in lan", Accept, "lan service ssh", KindService, ""},
+		{"ssh to another interface's address", "tcp 192.168.1.10:40000 -> 10.30.0.1:22 in lan", Accept, "lan service ssh", KindService, ""},
+		{"dns over tcp", "tcp 192.168.1.10:40000 -> 192.168.1.1:53 in lan", Accept, "lan service dns", KindService, ""},
+		{"ping box v6", "icmpv6 [fd00:53:1::10] -> [fd00:53:1::1] in lan", Accept, "lan service ping", KindService, ""},
+		{"ping box from iot", "icmp 192.168.20.5 -> 192.168.20.1 in iot", Drop, "iot inbound deny", KindInbound, ""},
+		{"ssh from wan", "tcp 93.184.216.34:40000 -> 100.64.10.2:22 in wan", Drop, "wan inbound deny", KindInbound, ""},
+		{"ssh from iot", "tcp 192.168.20.5:40000 -> 192.168.20.1:22 in iot", Drop, "iot inbound deny", KindInbound, ""},
+		{"mgmt inbound allow", "tcp 10.99.0.5:40000 -> 10.99.0.1:9999 in mgmt", Accept, "mgmt inbound allow", KindInbound, ""},
+		{"subnet broadcast is the box", "udp 192.168.1.10:137 -> 192.168.1.255:137 in lan", Drop, "lan inbound deny", KindInbound, ""},
+		{"essential icmp to box from wan", "icmp/destination-unreachable 93.184.216.34 -> 100.64.10.2 in wan", Accept, "icmp essential to box", KindICMPLocal, ""},
+		{"router advertisement from wan", "icmpv6/134 [fe80::1] -> [ff02::1] in wan", Accept, "icmp essential to box", KindICMPLocal, ""},
 
 		// Forwarding.
-		{"lan to internet v4", "tcp 192.168.1.10:40000 -> 93.184.216.34:443 in lan", Accept, "lan egress default allow", KindEgressDefault, false},
-		{"lan to internet v6", "tcp [fd00:53:1::10]:40000 -> [2606:4700::1]:443 in lan", Accept, "lan egress default allow", KindEgressDefault, false},
-		{"lan to lan2 same zone", "tcp 192.168.1.10:40000 -> 192.168.2.10:445 in lan", Accept, "intra-zone", KindIntraZone, false},
-		{"wan to lan unsolicited", "tcp 93.184.216.34:40000 -> 192.168.1.10:22 in wan", Drop, "forward deny", KindForwardDeny, false},
-		{"iot to lan", "tcp 192.168.20.5:40000 -> 192.168.1.10:22 in iot", Drop, "forward deny", KindForwardDeny, false},
-		{"lan to iot", "tcp 192.168.1.10:40000 -> 192.168.20.5:80 in lan", Accept, "lan egress default allow", KindEgressDefault, false},
-		{"forward link-local source", "tcp [fe80::5]:40000 -> [2606:4700::1]:80 in lan", Drop, "forward link-local", KindLinkLocal, false},
-		{"link-local destination is the box", "tcp [fe80::5]:40000 -> [fe80::1]:22 in lan", Accept, "lan service ssh", KindService, false},
-		{"neighbour advertisement to the box's link-local", "icmpv6/136 [fe80::2] -> [fe80::1] in lan", Accept, "icmp essential to box", KindICMPLocal, false},
-		{"wan back out wan", "tcp 8.8.8.8:1234 -> 1.1.1.1:80 in wan", Drop, "forward deny", KindForwardDeny, false},
-		{"lan back out lan", "tcp 192.168.1.10:1234 -> 192.168.1.20:80 in lan", Drop, "forward deny", KindForwardDeny, false},
-		{"forwarded essential icmp error", "icmp/time-exceeded 93.184.216.34 -> 192.168.1.10 in wan", Accept, "icmp essential forwarded", KindICMPForward, false},
-		{"forwarded packet too big v6", "icmpv6/packet-too-big [2606:4700::1] -> [fd00:53:1::10] in wan", Accept, "icmp essential forwarded", KindICMPForward, false},
-		{"forwarded echo is not essential", "icmp 93.184.216.34 -> 192.168.1.10 in wan", Drop, "forward deny", KindForwardDeny, false},
+		{"lan to internet v4", "tcp 192.168.1.10:40000 -> 93.184.216.34:443 in lan", Accept, "lan egress default allow", KindEgressDefault, ""},
+		{"lan to internet v6", "tcp [fd00:53:1::10]:40000 -> [2606:4700::1]:443 in lan", Accept, "lan egress default allow", KindEgressDefault, ""},
+		{"lan to lan2 same zone", "tcp 192.168.1.10:40000 -> 192.168.2.10:445 in lan", Accept, "intra-zone", KindIntraZone, ""},
+		{"wan to lan unsolicited", "tcp 93.184.216.34:40000 -> 192.168.1.10:22 in wan", Drop, "forward deny", KindForwardDeny, ""},
+		{"iot to lan", "tcp 192.168.20.5:40000 -> 192.168.1.10:22 in iot", Drop, "forward deny", KindForwardDeny, ""},
+		{"lan to iot", "tcp 192.168.1.10:40000 -> 192.168.20.5:80 in lan", Accept, "lan egress default allow", KindEgressDefault, ""},
+		{"forward link-local source", "tcp [fe80::5]:40000 -> [2606:4700::1]:80 in lan", Drop, "forward link-local", KindLinkLocal, ""},
+		{"link-local destination is the box", "tcp [fe80::5]:40000 -> [fe80::1]:22 in lan", Accept, "lan service ssh", KindService, ""},
+		{"neighbour advertisement to the box's link-local", "icmpv6/136 [fe80::2] -> [fe80::1] in lan", Accept, "icmp essential to box", KindICMPLocal, ""},
+		{"wan back out wan", "tcp 8.8.8.8:1234 -> 1.1.1.1:80 in wan", Drop, "forward deny", KindForwardDeny, ""},
+		{"lan back out lan", "tcp 192.168.1.10:1234 -> 192.168.1.20:80 in lan", Drop, "forward deny", KindForwardDeny, ""},
+		{"forwarded essential icmp error", "icmp/time-exceeded 93.184.216.34 -> 192.168.1.10 in wan", Accept, "icmp essential forwarded", KindICMPForward, ""},
+		{"forwarded packet too big v6", "icmpv6/packet-too-big [2606:4700::1] -> [fd00:53:1::10] in wan", Accept, "icmp essential forwarded", KindICMPForward, ""},
+		{"forwarded echo is not essential", "icmp 93.184.216.34 -> 192.168.1.10 in wan", Drop, "forward deny", KindForwardDeny, ""},
 
 		// Egress allowlists.
-		{"iot wildcard name v4", "tcp 192.168.20.5:40000 -> 93.184.216.34:443 in iot", Accept, "iot egress vendor-cloud", KindEgressAllow, false},
-		{"iot wildcard name v6", "tcp [fd00:53:20::5]:40000 -> [2606:2800:220:1::10]:443 in iot", Accept, "iot egress vendor-cloud", KindEgressAllow, false},
-		{"iot wildcard wrong port", "tcp 192.168.20.5:40000 -> 93.184.216.34:80 in iot", Drop, "iot egress default deny", KindEgressDefault, false},
-		{"iot wildcard does not cover apex", "tcp 192.168.20.5:40000 -> 93.184.216.99:443 in iot", Drop, "iot egress default deny", KindEgressDefault, false},
-		{"iot exact name", "udp 192.168.20.5:40000 -> 162.159.200.1:123 in iot", Accept, "iot egress time", KindEgressAllow, false},
-		{"iot port range low end", "udp 192.168.20.5:40000 -> 198.51.100.1:3478 in iot", Accept, "iot egress relay", KindEgressAllow, false},
-		{"iot port range high end", "udp 192.168.20.5:40000 -> 198.51.100.255:3481 in iot", Accept, "iot egress relay", KindEgressAllow, false},
-		{"iot port range past end", "udp 192.168.20.5:40000 -> 198.51.100.1:3482 in iot", Drop, "iot egress default deny", KindEgressDefault, false},
-		{"iot prefix boundary outside", "udp 192.168.20.5:40000 -> 198.51.101.0:3478 in iot", Drop, "iot egress default deny", KindEgressDefault, false},
-		{"iot covering prefix different port", "tcp 192.168.20.5:40000 -> 198.51.100.7:5000 in iot", Accept, "iot egress relay-wide", KindEgressAllow, false},
-		{"iot v6 prefix", "udp [fd00:53:20::5]:40000 -> [2001:db8:77:ffff::1]:3480 in iot", Accept, "iot egress relay", KindEgressAllow, false},
-		{"iot v6 prefix outside", "udp [fd00:53:20::5]:40000 -> [2001:db8:78::1]:3480 in iot", Drop, "iot egress default deny", KindEgressDefault, false},
-		{"iot entry without destination", "icmp 192.168.20.5 -> 8.8.8.8 in iot", Accept, "iot egress ping-out", KindEgressAllow, false},
-		{"iot entry without destination v6", "icmpv6 [fd00:53:20::5] -> [2606:4700::1] in iot", Accept, "iot egress ping-out", KindEgressAllow, false},
-		{"dmz allow without default denies the rest", "tcp 10.30.0.10:40000 -> 203.0.113.26:587 in dmz", Drop, "dmz egress default deny", KindEgressDefault, false},
-		{"dmz single address", "tcp 10.30.0.10:40000 -> 203.0.113.25:587 in dmz", Accept, "dmz egress smtp", KindEgressAllow, false},
-		{"dmz cannot reach lan", "tcp 10.30.0.10:40000 -> 192.168.1.10:22 in dmz", Drop, "forward deny", KindForwardDeny, false},
+		{"iot wildcard name v4", "tcp 192.168.20.5:40000 -> 93.184.216.34:443 in iot", Accept, "iot egress vendor-cloud", KindEgressAllow, ""},
+		{"iot wildcard name v6", "tcp [fd00:53:20::5]:40000 -> [2606:2800:220:1::10]:443 in iot", Accept, "iot egress vendor-cloud", KindEgressAllow, ""},
+		{"iot wildcard wrong port", "tcp 192.168.20.5:40000 -> 93.184.216.34:80 in iot", Drop, "iot egress default deny", KindEgressDefault, ""},
+		{"iot wildcard does not cover apex", "tcp 192.168.20.5:40000 -> 93.184.216.99:443 in iot", Drop, "iot egress default deny", KindEgressDefault, ""},
+		{"iot exact name", "udp 192.168.20.5:40000 -> 162.159.200.1:123 in iot", Accept, "iot egress time", KindEgressAllow, ""},
+		{"iot port range low end", "udp 192.168.20.5:40000 -> 198.51.100.1:3478 in iot", Accept, "iot egress relay", KindEgressAllow, ""},
+		{"iot port range high end", "udp 192.168.20.5:40000 -> 198.51.100.255:3481 in iot", Accept, "iot egress relay", KindEgressAllow, ""},
+		{"iot port range past end", "udp 192.168.20.5:40000 -> 198.51.100.1:3482 in iot", Drop, "iot egress default deny", KindEgressDefault, ""},
+		{"iot prefix boundary outside", "udp 192.168.20.5:40000 -> 198.51.101.0:3478 in iot", Drop, "iot egress default deny", KindEgressDefault, ""},
+		{"iot covering prefix different port", "tcp 192.168.20.5:40000 -> 198.51.100.7:5000 in iot", Accept, "iot egress relay-wide", KindEgressAllow, ""},
+		{"iot v6 prefix", "udp [fd00:53:20::5]:40000 -> [2001:db8:77:ffff::1]:3480 in iot", Accept, "iot egress relay", KindEgressAllow, ""},
+		{"iot v6 prefix outside", "udp [fd00:53:20::5]:40000 -> [2001:db8:78::1]:3480 in iot", Drop, "iot egress default deny", KindEgressDefault, ""},
+		{"iot entry without destination", "icmp 192.168.20.5 -> 8.8.8.8 in iot", Accept, "iot egress ping-out", KindEgressAllow, ""},
+		{"iot entry without destination v6", "icmpv6 [fd00:53:20::5] -> [2606:4700::1] in iot", Accept, "iot egress ping-out", KindEgressAllow, ""},
+		{"dmz allow without default denies the rest", "tcp 10.30.0.10:40000 -> 203.0.113.26:587 in dmz", Drop, "dmz egress default deny", KindEgressDefault, ""},
+		{"dmz single address", "tcp 10.30.0.10:40000 -> 203.0.113.25:587 in dmz", Accept, "dmz egress smtp", KindEgressAllow, ""},
+		{"dmz cannot reach lan", "tcp 10.30.0.10:40000 -> 192.168.1.10:22 in dmz", Drop, "forward deny", KindForwardDeny, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			prog, ev := prog, ev
-			if tc.island {
+			switch tc.on {
+			case "island":
 				prog, ev = island, islandEv
+			case "home":
+				prog, ev = home, homeEv
 			}
 			pk, err := prog.ParsePacket(tc.packet)
 			if err != nil {

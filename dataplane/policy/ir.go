@@ -25,7 +25,9 @@ func (v Verdict) String() string {
 type Kind uint8
 
 const (
-	KindBogons        Kind = iota // zone: drop special-purpose sources
+	KindDHCPClient    Kind = iota // accept DHCP replies to the box on interfaces that use DHCP
+	KindLocalSource               // drop a packet from outside claiming the box's address
+	KindBogons                    // zone: drop special-purpose sources
 	KindReversePath               // zone: drop sources failing the reverse-path check
 	KindSources                   // zone: drop sources outside the zone's prefixes
 	KindTCPFlags                  // drop impossible TCP flag combinations
@@ -47,6 +49,8 @@ const (
 )
 
 var kindNames = [numKinds]string{
+	KindLocalSource:   "local-source",
+	KindDHCPClient:    "dhcp-client",
 	KindBogons:        "bogons",
 	KindReversePath:   "reverse-path",
 	KindSources:       "sources",
@@ -99,6 +103,8 @@ const (
 	ReasonEgressDefaultDeny
 	ReasonUnknownInterface
 	ReasonSameInterface
+	ReasonLocalSource
+	ReasonDHCPClient
 	numReasons
 )
 
@@ -124,6 +130,8 @@ var reasonText = [numReasons]string{
 	ReasonEgressDefaultDeny:    "zone's egress default is deny",
 	ReasonUnknownInterface:     "packet arrived on an interface the policy does not name",
 	ReasonSameInterface:        "would leave by the interface it came in on",
+	ReasonLocalSource:          "source is one of the box's own addresses",
+	ReasonDHCPClient:           "DHCP reply to the box's DHCP client",
 }
 
 func (r Reason) String() string {
@@ -161,8 +169,12 @@ type Rule struct {
 //
 // Evaluation order for a packet arriving on an interface of zone Z:
 //
-//  1. Z's bogon, reverse-path and source checks, for every packet
-//     (link-local and unspecified sources are exempt: they never leave the link);
+//  0. DHCP replies (UDP 67 to 68) to the box on an interface that uses DHCP
+//     are accepted: the server may have a private address, and before the
+//     lease there is no route back to it;
+//  1. for every packet: a source that is the box's own address dropped; Z's
+//     bogon, reverse-path and source checks (link-local and unspecified
+//     sources are exempt: they never leave the link);
 //  2. impossible TCP flags dropped;
 //  3. conntrack: invalid dropped, established and related accepted, a new TCP
 //     flow that does not start with SYN dropped;
@@ -184,8 +196,10 @@ type Program struct {
 
 	// Rules of the whole box, as indexes into Rules; -1 where the policy turns
 	// one off.
+	LocalSource                               int
 	TCPFlags, Invalid, Established, NewNotSYN int
-	ICMPLocal, LinkLocal, ICMPForward         int
+	ICMPLocal, DHCPClient                     int
+	LinkLocal, ICMPForward                    int
 	NoRoute, IntraZone, ForwardDeny           int
 	PortForwardRules                          []int // one per PortForwards entry
 }
@@ -197,11 +211,11 @@ type CompiledInterface struct {
 	Zone      int
 	DHCP      bool
 	Addresses []netip.Prefix
-	Gateway   netip.Addr
+	Gateways  []netip.Addr // at most one per family
 }
 
 // Uplink reports whether the default route leaves through this interface.
-func (i CompiledInterface) Uplink() bool { return i.DHCP || i.Gateway.IsValid() }
+func (i CompiledInterface) Uplink() bool { return i.DHCP || len(i.Gateways) > 0 }
 
 // CompiledZone is a zone with its rules, as indexes into Program.Rules; -1
 // where the zone has no such rule.

@@ -75,11 +75,17 @@ func (p *Program) ParsePacket(text string) (Packet, error) {
 		return pk, fmt.Errorf("packet %q: interface %q is not in the policy (it has %s)", text, f[5], strings.Join(names, ", "))
 	}
 	pk.In = in
-	flagsSet := false
+	if ports && (pk.SrcPort == 0 || pk.DstPort == 0) {
+		return pk, fmt.Errorf("packet %q: %s needs a port 1-65535 on both ends, as ADDR:PORT or [IPv6]:PORT", text, protoS)
+	}
+	flagsSet, stateSet := false, false
 	for _, tok := range f[6:] {
 		if fl, ok := strings.CutPrefix(tok, "flags="); ok {
 			if pk.Proto != ProtoTCP {
 				return pk, fmt.Errorf("packet %q: flags apply to tcp only", text)
+			}
+			if flagsSet {
+				return pk, fmt.Errorf("packet %q: flags given twice", text)
 			}
 			for _, c := range strings.ToUpper(fl) {
 				bit := strings.IndexRune("FSRPAU", c)
@@ -95,7 +101,10 @@ func (p *Program) ParsePacket(text string) (Packet, error) {
 		if !ok {
 			return pk, fmt.Errorf("packet %q: %q: want a state (new, established, related, invalid) or flags=FLAGS", text, tok)
 		}
-		pk.State = st
+		if stateSet {
+			return pk, fmt.Errorf("packet %q: more than one state", text)
+		}
+		pk.State, stateSet = st, true
 	}
 	if pk.Proto == ProtoTCP && !flagsSet {
 		pk.TCPFlags = TCPAck

@@ -1,8 +1,10 @@
 package policy
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +17,7 @@ import (
 // diagnostics hold no error (Diagnostics.Err is nil). No input makes it panic.
 func Parse(file string, src []byte) (*Policy, Diagnostics) {
 	d := &decoder{file: file}
+	src = bytes.TrimPrefix(src, []byte("\xef\xbb\xbf")) // a UTF-8 byte order mark, as some editors write
 	p := &Policy{File: file, Hostname: "sluice", Log: Log{Rate: Rate{N: 10, Per: time.Second}}, ICMP: ICMP{Essential: true}}
 	if root := d.parseYAML(src); root != nil {
 		if d.policy(root, p) {
@@ -94,7 +97,7 @@ func (d *decoder) iface(e field) Interface {
 				if !validDevice(s) {
 					d.errorf(pos, "a kernel interface name has 1 to 15 characters, no spaces, slashes or colons", "device %q is not a valid kernel interface name", s)
 				}
-				ifc.Device = s
+				ifc.Device, ifc.DevicePos = s, pos
 			}
 		case "zone":
 			sawZone = true
@@ -115,34 +118,26 @@ func (d *decoder) iface(e field) Interface {
 					ifc.DHCP = true
 					continue
 				}
-				if d.mapped(s, pos) {
-					continue
+				if pfx, ok := d.ifaceAddress(s, pos); ok {
+					ifc.Addresses = append(ifc.Addresses, pfx)
+					ifc.AddressPos = append(ifc.AddressPos, pos)
 				}
-				pfx, err := netip.ParsePrefix(s)
-				if err != nil {
-					if a, aerr := netip.ParseAddr(s); aerr == nil {
-						d.errorf(pos, fmt.Sprintf("add the prefix length, e.g. %s/%d", a, map[bool]int{true: 24, false: 64}[a.Is4()]), "address %q has no prefix length", s)
-					} else {
-						d.errorf(pos, "write an address with its prefix length, such as 192.168.1.1/24 or fd00::1/64, or dhcp", "%q is not an interface address", s)
-					}
-					continue
-				}
-				if pfx.Addr().Zone() != "" {
-					d.errorf(pos, "remove the %"+pfx.Addr().Zone(), "address %q carries a zone", s)
-					continue
-				}
-				ifc.Addresses = append(ifc.Addresses, pfx)
 			}
 		case "gateway":
-			if s, pos, ok := d.scalar(f.val, f.keyPos, what+" gateway"); ok {
-				a, err := netip.ParseAddr(s)
-				if d.mapped(s, pos) {
+			for _, item := range d.list(f.val, what+" gateway") {
+				s, pos, ok := d.scalar(item, f.keyPos, what+" gateway")
+				if !ok || d.mapped(s, pos) {
 					continue
 				}
-				if err != nil || a.Zone() != "" {
-					d.errorf(pos, "write the next hop's address, such as 198.51.100.1", "gateway %q is not an IP address", s)
-				} else {
-					ifc.Gateway = a
+				a, err := netip.ParseAddr(s)
+				switch {
+				case err != nil || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() || a.IsLoopback():
+					d.errorf(pos, "write the next hop's address, such as 198.51.100.1 or fe80::1", "gateway %q is not a usable next-hop address", s)
+				case slices.ContainsFunc(ifc.Gateways, func(g netip.Addr) bool { return g.Is4() == a.Is4() }):
+					d.errorf(pos, "give at most one IPv4 and one IPv6 gateway", "interface %s has a second %s gateway", e.key, family(a))
+				default:
+					ifc.Gateways = append(ifc.Gateways, a)
+					ifc.GatewayPos = append(ifc.GatewayPos, pos)
 				}
 			}
 		}
@@ -159,6 +154,46 @@ func (d *decoder) iface(e field) Interface {
 		d.warnf(e.keyPos, "add addresses: (static ones, or dhcp)", "interface %s has no addresses", e.key)
 	}
 	return ifc
+}
+
+func family(a netip.Addr) string {
+	if a.Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
+}
+
+// ifaceAddress parses an interface address with its prefix length and
+// refuses what no interface can hold.
+func (d *decoder) ifaceAddress(s string, pos Pos) (netip.Prefix, bool) {
+	if d.mapped(s, pos) {
+		return netip.Prefix{}, false
+	}
+	pfx, err := netip.ParsePrefix(s)
+	if err != nil {
+		if a, aerr := netip.ParseAddr(s); aerr == nil {
+			d.errorf(pos, fmt.Sprintf("add the prefix length, e.g. %s/%d", a, map[bool]int{true: 24, false: 64}[a.Is4()]), "address %q has no prefix length", s)
+		} else {
+			d.errorf(pos, "write an address with its prefix length, such as 192.168.1.1/24 or fd00::1/64, or dhcp", "%q is not an interface address", s)
+		}
+		return netip.Prefix{}, false
+	}
+	a := pfx.Addr()
+	switch {
+	case a.Zone() != "":
+		d.errorf(pos, "remove the %"+a.Zone(), "address %q carries a zone", s)
+	case a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a == netip.IPv4Unspecified() || a.Is4() && a.As4()[0] == 0:
+		d.errorf(pos, "use a unicast address, such as 192.168.1.1/24", "address %q cannot be an interface address", s)
+	case pfx.Bits() == 0:
+		d.errorf(pos, "give the prefix length of the attached network, such as /24", "address %q has a /0 prefix", s)
+	case a.Is4() && pfx.Bits() < 31 && a == pfx.Masked().Addr():
+		d.errorf(pos, fmt.Sprintf("use a host address in the prefix, such as %s/%d", a.Next(), pfx.Bits()), "address %s is the network address of its prefix", pfx)
+	case a.Is4() && pfx.Bits() < 31 && a == lastAddr(pfx.Masked()):
+		d.errorf(pos, fmt.Sprintf("use a host address in the prefix, such as %s/%d", a.Prev(), pfx.Bits()), "address %s is the broadcast address of its prefix", pfx)
+	default:
+		return pfx, true
+	}
+	return netip.Prefix{}, false
 }
 
 var zoneKeys = []string{"antispoof", "inbound", "services", "egress"}
@@ -653,6 +688,11 @@ func validLabel(l string) bool {
 	}
 	return true
 }
+
+// ValidDNSName reports whether s is a DNS name a policy accepts as a
+// destination: a host name, optionally starting with "*." for every name
+// below it.
+func ValidDNSName(s string) bool { return validDNSName(strings.TrimSuffix(strings.ToLower(s), ".")) }
 
 // validDNSName accepts a lowercase name, optionally starting with "*." (every
 // name strictly below the rest).

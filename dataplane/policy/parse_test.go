@@ -89,7 +89,7 @@ zones:
         - {name: web, ports: [tcp/80]}
 `,
 			want: []string{
-				`p.yaml:3:3: interfaces lan and lan2 both use device eth1; give each interface its own device`,
+				`p.yaml:3:18: interfaces lan and lan2 both use device eth1; give each interface its own device`,
 				`p.yaml:6:21: service ssh is listed twice in zone lan; remove it; the first is at line 6`,
 				`p.yaml:10:11: duplicate allow entry name "web" in zone lan; rename one; the first is at line 9`,
 			},
@@ -172,6 +172,31 @@ zones:
 			},
 		},
 		{
+			name: "addresses no interface can hold",
+			src: `interfaces:
+  a: {device: eth0, zone: z, addresses: [224.0.0.1/24, 127.0.0.1/8, "::1/128", 0.0.0.0/32, 10.0.0.1/0, 192.168.5.255/24]}
+  b: {device: eth1, zone: z, addresses: [198.51.100.2/24, "2001:db8::2/64"], gateway: [198.51.100.2, "fe80::1", "fe80::2"]}
+  c: {device: eth2, zone: z, addresses: [10.9.0.1/24], gateway: 10.9.0.254}
+zones: {z: {antispoof: {bogons: drop}}}
+port_forwards:
+  - {name: self, from: z, port: tcp/22, to: "10.9.0.1:22"}
+  - {name: loop, from: z, port: tcp/23, to: "127.0.0.1:22"}
+`,
+			want: []string{
+				`p.yaml:2:42: address "224.0.0.1/24" cannot be an interface address; use a unicast address, such as 192.168.1.1/24`,
+				`p.yaml:2:56: address "127.0.0.1/8" cannot be an interface address; use a unicast address, such as 192.168.1.1/24`,
+				`p.yaml:2:69: address "::1/128" cannot be an interface address; use a unicast address, such as 192.168.1.1/24`,
+				`p.yaml:2:80: address "0.0.0.0/32" cannot be an interface address; use a unicast address, such as 192.168.1.1/24`,
+				`p.yaml:2:92: address "10.0.0.1/0" has a /0 prefix; give the prefix length of the attached network, such as /24`,
+				`p.yaml:2:104: address 192.168.5.255/24 is the broadcast address of its prefix; use a host address in the prefix, such as 192.168.5.254/24`,
+				`p.yaml:3:88: interface b gateway 198.51.100.2 is the interface's own address; name the next router, not the box`,
+				`p.yaml:3:113: interface b has a second IPv6 gateway; give at most one IPv4 and one IPv6 gateway`,
+				`p.yaml:4:3: interfaces b, c all carry a default route; sluice supports one uplink; keep dhcp or gateway on one interface only`,
+				`p.yaml:7:5: port forward self target 10.9.0.1 is the box's own address; point it at an inside host`,
+				`p.yaml:8:5: port forward loop target 127.0.0.1 is not a unicast host address; point it at an inside host`,
+			},
+		},
+		{
 			name: "syntax error",
 			src:  "interfaces: [a, b\nzones: }\n",
 			want: []string{`p.yaml:2:1: YAML syntax error: ',' or ']' must be specified; fix the YAML syntax`},
@@ -210,10 +235,10 @@ log: {drops: yes, rate: 0/second}
 `,
 			want: []string{
 				`p.yaml:1:11: hostname "bad host" is not a valid host name; use letters, digits and hyphens, at most 63 per label, such as edge or edge.example`,
-				`p.yaml:3:3: interface wan gateway 203.0.113.1 is not on any of its prefixes; the gateway must be inside one of the interface's prefixes`,
-				`p.yaml:4:3: interface lan address 192.168.1.0/24 is the network address of its prefix; use a host address in the prefix, such as 192.168.1.1/24`,
+				`p.yaml:3:73: interface wan gateway 203.0.113.1 is not on any of its prefixes; the gateway must be inside one of the interface's prefixes (or IPv6 link-local)`,
 				`p.yaml:4:17: device "eth1/x" is not a valid kernel interface name; a kernel interface name has 1 to 15 characters, no spaces, slashes or colons`,
 				`p.yaml:4:50: address "192.168.1.1" has no prefix length; add the prefix length, e.g. 192.168.1.1/24`,
+				`p.yaml:4:63: address 192.168.1.0/24 is the network address of its prefix; use a host address in the prefix, such as 192.168.1.1/24`,
 				`p.yaml:6:45: zone wan inbound "maybe" is not valid; write one of: allow, deny`,
 				`p.yaml:8:16: unknown service "telnet" in zone lan; name a known service (ssh, dns, dhcp, ntp, http, https, metrics, ping), write proto/port such as tcp/8443, or {name: x, ports: [tcp/8443]}`,
 				`p.yaml:8:46: port range "tcp/9000-8000" runs backwards; write tcp/8000-9000`,

@@ -21,19 +21,22 @@ type Policy struct {
 
 // Interface is one network port of the box.
 type Interface struct {
-	Name      string // the policy's name for it, used by packets and rules
-	Pos       Pos
-	Device    string // the kernel's name, e.g. eth0
-	Zone      string
-	ZonePos   Pos
-	DHCP      bool           // the IPv4 address comes from DHCP
-	Addresses []netip.Prefix // static addresses with their prefix length (host bits kept)
-	Gateway   netip.Addr     // next hop of a static default route, if any
+	Name       string // the policy's name for it, used by packets and rules
+	Pos        Pos
+	Device     string // the kernel's name, e.g. eth0
+	DevicePos  Pos
+	Zone       string
+	ZonePos    Pos
+	DHCP       bool           // the IPv4 address comes from DHCP
+	Addresses  []netip.Prefix // static addresses with their prefix length (host bits kept)
+	AddressPos []Pos
+	Gateways   []netip.Addr // next hops of static default routes, at most one per family
+	GatewayPos []Pos
 }
 
 // Uplink reports whether the box's default route leaves through this
 // interface: it uses DHCP or names a gateway.
-func (i Interface) Uplink() bool { return i.DHCP || i.Gateway.IsValid() }
+func (i Interface) Uplink() bool { return i.DHCP || len(i.Gateways) > 0 }
 
 // ReversePath is the reverse-path (uRPF) mode of a zone.
 type ReversePath uint8

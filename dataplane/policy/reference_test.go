@@ -109,7 +109,18 @@ func (l *linearEvaluator) Evaluate(pk *Packet) Decision {
 	z := p.Zones[zi]
 	src, dst := pk.Src, pk.Dst
 	srcLink := src.IsUnspecified() || src.IsLinkLocalUnicast()
+	local := l.isLocal(dst) || dst.IsLinkLocalUnicast()
+	if local && p.DHCPClient >= 0 && p.Interfaces[pk.In].DHCP && pk.Proto == ProtoUDP && pk.SrcPort == 67 && pk.DstPort == 68 {
+		return dec(p.DHCPClient)
+	}
 	if !srcLink {
+		for i := range p.Interfaces {
+			for _, a := range l.addrs(i) {
+				if a.Addr() == src {
+					return dec(p.LocalSource)
+				}
+			}
+		}
 		if z.Bogons >= 0 && l.bogon(zi, src) {
 			return dec(z.Bogons)
 		}
@@ -145,7 +156,6 @@ func (l *linearEvaluator) Evaluate(pk *Packet) Decision {
 	if pk.Proto == ProtoTCP && !(pk.TCPFlags&TCPSyn != 0 && pk.TCPFlags&(TCPAck|TCPRst|TCPFin) == 0) {
 		return dec(p.NewNotSYN)
 	}
-	local := l.isLocal(dst) || dst.IsLinkLocalUnicast()
 	if local {
 		for i, pf := range p.PortForwards {
 			ri := p.PortForwardRules[i]

@@ -47,6 +47,7 @@ func validate(d *decoder, p *Policy) {
 	devices := map[string]string{}
 	used := map[string]bool{}
 	var uplinks []string
+	var uplinkPos Pos
 	type owned struct {
 		iface string
 		pfx   netip.Prefix
@@ -58,36 +59,41 @@ func validate(d *decoder, p *Policy) {
 		}
 		if ifc.Device != "" {
 			if other, dup := devices[ifc.Device]; dup {
-				d.errorf(ifc.Pos, "give each interface its own device", "interfaces %s and %s both use device %s", other, ifc.Name, ifc.Device)
+				d.errorf(ifc.DevicePos, "give each interface its own device", "interfaces %s and %s both use device %s", other, ifc.Name, ifc.Device)
 			}
 			devices[ifc.Device] = ifc.Name
 		}
 		if ifc.Uplink() {
 			uplinks = append(uplinks, ifc.Name)
+			if len(uplinks) == 2 {
+				uplinkPos = ifc.Pos
+			}
 		}
-		for _, a := range ifc.Addresses {
+		for i, a := range ifc.Addresses {
 			for _, o := range prefixes {
 				if o.pfx.Overlaps(a.Masked()) {
-					d.errorf(ifc.Pos, "give each interface its own prefix", "interface %s address %s overlaps %s on interface %s", ifc.Name, a, o.pfx, o.iface)
+					d.errorf(ifc.AddressPos[i], "give each interface its own prefix", "interface %s address %s overlaps %s on interface %s", ifc.Name, a, o.pfx, o.iface)
 				}
 			}
 			prefixes = append(prefixes, owned{ifc.Name, a.Masked()})
-			if a.Addr().Is4() && a.Bits() < 31 && a == a.Masked() {
-				d.errorf(ifc.Pos, "use a host address in the prefix, such as "+a.Addr().Next().String()+"/"+fmt.Sprint(a.Bits()), "interface %s address %s is the network address of its prefix", ifc.Name, a)
-			}
 		}
-		if g := ifc.Gateway; g.IsValid() {
-			onLink := false
+		for i, g := range ifc.Gateways {
+			onLink := g.IsLinkLocalUnicast() // an IPv6 router's usual next-hop address
 			for _, a := range ifc.Addresses {
-				onLink = onLink || a.Masked().Contains(g)
+				if a.Masked().Contains(g) {
+					onLink = true
+					if a.Addr() == g {
+						d.errorf(ifc.GatewayPos[i], "name the next router, not the box", "interface %s gateway %s is the interface's own address", ifc.Name, g)
+					}
+				}
 			}
 			if !onLink {
-				d.errorf(ifc.Pos, "the gateway must be inside one of the interface's prefixes", "interface %s gateway %s is not on any of its prefixes", ifc.Name, g)
+				d.errorf(ifc.GatewayPos[i], "the gateway must be inside one of the interface's prefixes (or IPv6 link-local)", "interface %s gateway %s is not on any of its prefixes", ifc.Name, g)
 			}
 		}
 	}
 	if len(uplinks) > 1 {
-		d.errorf(Pos{Line: 1, Col: 1}, "keep dhcp or gateway on one interface only", "interfaces %s all carry a default route; sluice supports one uplink", strings.Join(uplinks, ", "))
+		d.errorf(uplinkPos, "keep dhcp or gateway on one interface only", "interfaces %s all carry a default route; sluice supports one uplink", strings.Join(uplinks, ", "))
 	}
 
 	for _, z := range p.Zones {
@@ -129,6 +135,16 @@ func validate(d *decoder, p *Policy) {
 			refZone(pf.From, pf.FromPos, "port forward "+pf.Name)
 		}
 		if !pf.To.IsValid() {
+			continue
+		}
+		if a := pf.To.Addr(); a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a.IsLinkLocalUnicast() {
+			d.errorf(pf.Pos, "point it at an inside host", "port forward %s target %s is not a unicast host address", pf.Name, a)
+			continue
+		}
+		if slices.ContainsFunc(p.Interfaces, func(i Interface) bool {
+			return slices.ContainsFunc(i.Addresses, func(a netip.Prefix) bool { return a.Addr() == pf.To.Addr() })
+		}) {
+			d.errorf(pf.Pos, "point it at an inside host", "port forward %s target %s is the box's own address", pf.Name, pf.To.Addr())
 			continue
 		}
 		inside := false

@@ -199,7 +199,7 @@ func listDeps(t *testing.T, root string, patterns []string) (deps []string, impo
 	}
 	// -e lists a package even when it has errors (a work in progress, or an
 	// import that does not resolve), so that its imports are still checked.
-	args := append([]string{"list", "-e", "-deps", "-f", "{{.ImportPath}}{{range .Imports}} {{.}}{{end}}"}, patterns...)
+	args := append([]string{"list", "-e", "-deps", "-test", "-f", "{{.ImportPath}}{{range .Imports}} {{.}}{{end}}"}, patterns...)
 	cmd := exec.Command(gotool, args...)
 	cmd.Dir = root
 	var stderr bytes.Buffer
