@@ -1,0 +1,192 @@
+package nft
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// chunkElements bounds the elements of one set-element message:
+// google/nftables v0.3.0 silently truncates a SetAddElements call above
+// about 4096 elements (a 16-bit length wraps). Several calls in one Flush
+// stay one transaction.
+const chunkElements = 2048
+
+// socketBuffer is the netlink socket buffer sluice asks for, so that a
+// batch of a million elements is not refused.
+const socketBuffer = 64 << 20
+
+// Conn talks to nf_tables in one network namespace. Each request has a
+// deadline: without nf_tables in the kernel, a flush would otherwise wait
+// forever. A Conn is used by one goroutine at a time.
+type Conn struct {
+	nft     *nftables.Conn
+	netnsFd int
+	timeout time.Duration
+}
+
+// Dial returns a connection to nf_tables in the calling thread's network
+// namespace, or in the one netnsFd refers to when it is not -1.
+func Dial(netnsFd int, timeout time.Duration) (*Conn, error) {
+	opts := []nftables.ConnOption{nftables.WithSockOptions(func(c *netlink.Conn) error {
+		if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
+			return fmt.Errorf("netlink deadline: %w", err)
+		}
+		raw, err := c.SyscallConn()
+		if err != nil {
+			return fmt.Errorf("netlink socket: %w", err)
+		}
+		var serr error
+		if err := raw.Control(func(fd uintptr) {
+			for _, opt := range []int{unix.SO_SNDBUFFORCE, unix.SO_RCVBUFFORCE} {
+				if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, socketBuffer); e != nil && serr == nil {
+					serr = fmt.Errorf("setsockopt %d: %w", opt, e)
+				}
+			}
+		}); err != nil {
+			return err
+		}
+		// Without CAP_NET_ADMIN the forced sizes are refused; the default
+		// buffers still work for small rulesets, so this is not fatal.
+		_ = serr
+		return nil
+	})}
+	if netnsFd >= 0 {
+		opts = append(opts, nftables.WithNetNSFd(netnsFd))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("nftables connection: %w", err)
+	}
+	return &Conn{nft: c, netnsFd: netnsFd, timeout: timeout}, nil
+}
+
+// raw opens a plain netfilter netlink socket in the same namespace, for the
+// requests google/nftables makes too slowly.
+func (c *Conn) raw() (*netlink.Conn, error) {
+	cfg := &netlink.Config{}
+	if c.netnsFd >= 0 {
+		cfg.NetNS = c.netnsFd
+	}
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("netfilter netlink: %w", err)
+	}
+	if err := conn.SetDeadline(time.Now().Add(c.timeout)); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("netlink deadline: %w", err)
+	}
+	_ = conn.SetReadBuffer(socketBuffer) // a larger buffer only speeds up big dumps
+	return conn, nil
+}
+
+// Apply replaces table inet sluice with rs in one transaction: the old table
+// stays in force until the new one is complete, and an error leaves it as it
+// was. Other tables are never touched. It then reads the sets back and fails
+// if the kernel holds fewer elements than were sent.
+func Apply(conn *Conn, rs *Ruleset) error {
+	c := conn.nft
+	t := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+	c.AddTable(t)
+	c.DelTable(t)
+	c.AddTable(t)
+	for _, name := range rs.Counters {
+		c.AddObj(&nftables.CounterObj{Table: t, Name: name})
+	}
+	for _, s := range rs.sets {
+		ns := &nftables.Set{Table: t, Name: s.name, ID: s.id, Interval: true, KeyType: nftables.TypeIP6Addr, Comment: s.comment}
+		if s.v4 {
+			ns.KeyType = nftables.TypeIPAddr
+		}
+		if s.dynamic {
+			ns.HasTimeout = true
+		}
+		if err := c.AddSet(ns, nil); err != nil {
+			return fmt.Errorf("set add %s: %w", s.name, err)
+		}
+		elems := s.elements()
+		for i := 0; i < len(elems); i += chunkElements {
+			chunk := elems[i:min(i+chunkElements, len(elems))]
+			if err := c.SetAddElements(ns, chunk); err != nil {
+				return fmt.Errorf("set element add %s (%d elements): %w", s.name, len(chunk), err)
+			}
+		}
+	}
+	chains := map[string]*nftables.Chain{}
+	for _, ch := range rs.chains {
+		nc := &nftables.Chain{Name: ch.name, Table: t}
+		if ch.base != nil {
+			pol := nftables.ChainPolicyDrop
+			if ch.base.accept {
+				pol = nftables.ChainPolicyAccept
+			}
+			nc.Type, nc.Hooknum, nc.Priority, nc.Policy = ch.base.typ, ch.base.hook, nftables.ChainPriorityRef(nftables.ChainPriority(ch.base.prio)), &pol
+		}
+		chains[ch.name] = c.AddChain(nc)
+	}
+	for _, ch := range rs.chains {
+		for _, r := range ch.rules {
+			nr := &nftables.Rule{Table: t, Chain: chains[ch.name], Exprs: r.p.exprs}
+			if r.comment != "" {
+				nr.UserData = userdata.AppendString(nil, userdata.TypeComment, r.comment)
+			}
+			c.AddRule(nr)
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftables transaction (table inet %s, %d sets, %d chains): %w", TableName, len(rs.sets), len(rs.chains), err)
+	}
+	return conn.verify(rs)
+}
+
+// elements turns ranges into interval set elements: each range starts with
+// its first address and ends with the address after its last, unless it
+// runs to the top of the address space.
+func (s *set) elements() []nftables.SetElement {
+	out := make([]nftables.SetElement, 0, 2*len(s.ranges))
+	for _, r := range s.ranges {
+		out = append(out, nftables.SetElement{Key: r.lo.AsSlice()})
+		if next := r.hi.Next(); next.IsValid() {
+			out = append(out, nftables.SetElement{Key: next.AsSlice(), IntervalEnd: true})
+		}
+	}
+	return out
+}
+
+// ErrShortSet reports a set the kernel holds fewer elements of than sluice
+// sent: what the truncation pitfall of google/nftables looks like.
+var ErrShortSet = errors.New("the kernel holds fewer set elements than were sent")
+
+func (c *Conn) verify(rs *Ruleset) error {
+	raw, err := c.raw()
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	for _, s := range rs.sets {
+		got, err := countSetElements(raw, s.name)
+		if err != nil {
+			return err
+		}
+		if got != len(s.ranges) {
+			return fmt.Errorf("set %s: sent %d ranges, kernel holds %d: %w", s.name, len(s.ranges), got, ErrShortSet)
+		}
+	}
+	return nil
+}
+
+// CountElements returns how many ranges the kernel holds in a set of table
+// inet sluice.
+func (c *Conn) CountElements(set string) (int, error) {
+	raw, err := c.raw()
+	if err != nil {
+		return 0, err
+	}
+	defer raw.Close()
+	return countSetElements(raw, set)
+}

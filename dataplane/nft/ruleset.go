@@ -1,0 +1,512 @@
+package nft
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+
+	"github.com/gaissmai/bart"
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+
+	"github.com/sluicefw/sluice/dataplane/policy"
+)
+
+// TableName is the nftables table sluice owns, in the inet family. Nothing
+// outside it is ever touched.
+const TableName = "sluice"
+
+// Ruleset is a compiled policy as nftables objects: counters, sets and
+// chains, in the order they are created. It is built once and then rendered
+// (Text) or applied (Apply); it is read-only after Build.
+type Ruleset struct {
+	Counters []string // one named counter per policy rule, by rule ID
+	sets     []*set
+	chains   []*chain
+}
+
+// set is a named set of addresses, always an interval set.
+type set struct {
+	name    string
+	id      uint32
+	v4      bool
+	dynamic bool // filled at run time (DNS answers), with timeouts
+	ranges  []addrRange
+	comment string
+}
+
+type addrRange struct{ lo, hi netip.Addr }
+
+type baseChain struct {
+	typ    nftables.ChainType
+	hook   *nftables.ChainHook
+	hookNm string
+	prio   int32
+	accept bool // policy accept (else drop)
+}
+
+type chain struct {
+	name  string
+	base  *baseChain
+	rules []rule
+}
+
+type rule struct {
+	p       piece
+	comment string
+}
+
+// Sets returns the number of sets and the total number of address ranges
+// they hold.
+func (rs *Ruleset) Sets() (sets, ranges int) {
+	for _, s := range rs.sets {
+		ranges += len(s.ranges)
+	}
+	return len(rs.sets), ranges
+}
+
+// builder assembles a Ruleset from a Program. It is used once.
+type builder struct {
+	prog   *policy.Program
+	rs     *Ruleset
+	nextID uint32
+}
+
+func (b *builder) addSet(name string, v4 bool, comment string, prefixes []netip.Prefix) *set {
+	b.nextID++
+	s := &set{name: name, id: b.nextID, v4: v4, comment: comment}
+	for _, p := range prefixes {
+		if p.Addr().Is4() == v4 {
+			s.ranges = append(s.ranges, prefixRange(p))
+		}
+	}
+	s.ranges = mergeRanges(s.ranges)
+	b.rs.sets = append(b.rs.sets, s)
+	return s
+}
+
+func (b *builder) addChain(name string, base *baseChain) *chain {
+	c := &chain{name: name, base: base}
+	b.rs.chains = append(b.rs.chains, c)
+	return c
+}
+
+// add appends a rule counting into policy rule ri (when ri >= 0) and ending
+// with the given verdict piece.
+func (b *builder) add(c *chain, ri int, v piece, matches ...piece) {
+	ps := slices.Clone(matches)
+	comment := ""
+	if ri >= 0 {
+		r := b.prog.Rules[ri]
+		ps = append(ps, counter(string(r.ID)))
+		comment = string(r.ID) + " " + r.Name
+	}
+	ps = append(ps, v)
+	c.rules = append(c.rules, rule{p: join(ps...), comment: comment})
+}
+
+func accept() piece { return verdict(expr.VerdictAccept, "") }
+func drop() piece   { return verdict(expr.VerdictDrop, "") }
+
+func verdictOf(v policy.Verdict) piece {
+	if v == policy.Accept {
+		return accept()
+	}
+	return drop()
+}
+
+// Build compiles a Program into a Ruleset that decides packets the way
+// policy.Evaluator does, in the order documented on policy.Program.
+func Build(prog *policy.Program) (*Ruleset, error) {
+	b := &builder{prog: prog, rs: &Ruleset{}}
+	for _, r := range prog.Rules {
+		b.rs.Counters = append(b.rs.Counters, string(r.ID))
+	}
+
+	// Sets shared by every zone.
+	bogon4, bogon6 := bogonRanges()
+	b4 := b.addSet("bogons4", true, "IANA special-purpose sources (RFC 6890) and multicast", nil)
+	b4.ranges = bogon4
+	b6 := b.addSet("bogons6", false, "IANA special-purpose sources (RFC 6890) and multicast", nil)
+	b6.ranges = bogon6
+	linkLocal := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/32"), netip.MustParsePrefix("169.254.0.0/16"), netip.MustParsePrefix("::/128"), netip.MustParsePrefix("fe80::/10")}
+	ll4 := b.addSet("linklocal4", true, "unspecified and link-local: never leave the link", linkLocal)
+	ll6 := b.addSet("linklocal6", false, "unspecified and link-local: never leave the link", linkLocal)
+	var boxAddrs []netip.Prefix
+	for _, ifc := range prog.Interfaces {
+		for _, a := range ifc.Addresses {
+			boxAddrs = append(boxAddrs, netip.PrefixFrom(a.Addr(), a.Addr().BitLen()))
+		}
+	}
+	box4 := b.addSet("box4", true, "the box's own addresses", boxAddrs)
+	box6 := b.addSet("box6", false, "the box's own addresses", boxAddrs)
+
+	type zoneSets struct{ own4, own6, src4, src6 *set }
+	zs := make([]zoneSets, len(prog.Zones))
+	for zi, z := range prog.Zones {
+		var own []netip.Prefix
+		for _, i := range z.Interfaces {
+			for _, a := range prog.Interfaces[i].Addresses {
+				own = append(own, a.Masked())
+			}
+		}
+		zs[zi].own4 = b.addSet(z.Name+"_own4", true, "zone "+z.Name+"'s own prefixes, exempt from the bogon check", own)
+		zs[zi].own6 = b.addSet(z.Name+"_own6", false, "zone "+z.Name+"'s own prefixes, exempt from the bogon check", own)
+		if z.Sources >= 0 {
+			src := prog.Rules[z.Sources].Sources
+			zs[zi].src4 = b.addSet(z.Name+"_src4", true, "zone "+z.Name+"'s allowed sources", src)
+			zs[zi].src6 = b.addSet(z.Name+"_src6", false, "zone "+z.Name+"'s allowed sources", src)
+		}
+	}
+
+	dhcpIfaces := []policy.CompiledInterface{}
+	for _, ifc := range prog.Interfaces {
+		if ifc.DHCP {
+			dhcpIfaces = append(dhcpIfaces, ifc)
+		}
+	}
+
+	// prerouting: DHCP replies, then each zone's anti-spoof checks, then the
+	// checks of every packet. After conntrack (-200), before DNAT (-100).
+	pre := b.addChain("prerouting", &baseChain{typ: nftables.ChainTypeFilter, hook: nftables.ChainHookPrerouting, hookNm: "prerouting", prio: -150, accept: true})
+	for _, ifc := range dhcpIfaces {
+		for _, t := range []uint32{rtnLocal, rtnBroadcast} {
+			b.add(pre, -1, accept(), iifname(ifc.Device), udpPorts(67, 68), daddrType(t))
+		}
+	}
+	for _, ifc := range prog.Interfaces {
+		b.add(pre, -1, verdict(expr.VerdictJump, "pre_"+prog.Zones[ifc.Zone].Name), iifname(ifc.Device))
+	}
+	for _, f := range badTCPFlags {
+		b.add(pre, prog.TCPFlags, drop(), tcpFlags(f[0], f[1], false))
+	}
+	b.add(pre, prog.Invalid, drop(), ctState(ctInvalid, "invalid"))
+
+	for zi, z := range prog.Zones {
+		c := b.addChain("pre_"+z.Name, nil)
+		b.add(c, -1, verdict(expr.VerdictReturn, ""), addrInSet(true, true, false, ll4))
+		b.add(c, -1, verdict(expr.VerdictReturn, ""), addrInSet(false, true, false, ll6))
+		b.add(c, prog.LocalSource, drop(), addrInSet(true, true, false, box4))
+		b.add(c, prog.LocalSource, drop(), addrInSet(false, true, false, box6))
+		if z.Bogons >= 0 {
+			b.add(c, z.Bogons, drop(), addrInSet(true, true, false, b4), addrInSet(true, true, true, zs[zi].own4))
+			b.add(c, z.Bogons, drop(), addrInSet(false, true, false, b6), addrInSet(false, true, true, zs[zi].own6))
+		}
+		if z.ReversePath >= 0 {
+			b.add(c, z.ReversePath, drop(), rpfMissing(prog.Rules[z.ReversePath].ReversePath == policy.RPFStrict))
+		}
+		if z.Sources >= 0 {
+			b.add(c, z.Sources, drop(), addrInSet(true, true, true, zs[zi].src4))
+			b.add(c, z.Sources, drop(), addrInSet(false, true, true, zs[zi].src6))
+		}
+	}
+
+	// Port forwards: DNAT before routing, then accepted in forward.
+	dstnat := b.addChain("dstnat", &baseChain{typ: nftables.ChainTypeNAT, hook: nftables.ChainHookPrerouting, hookNm: "prerouting", prio: -100, accept: true})
+	for i, pf := range prog.PortForwards {
+		ri := prog.PortForwardRules[i]
+		for _, ii := range prog.Zones[prog.Rules[ri].Zone].Interfaces {
+			b.add(dstnat, -1, dnat(pf.To), iifname(prog.Interfaces[ii].Device), nfproto(pf.To.Addr().Is4()), daddrLocal(), portRange(pf.Port.Proto, pf.Port.Lo, pf.Port.Hi, true))
+		}
+	}
+
+	// input: the box itself.
+	in := b.addChain("input", &baseChain{typ: nftables.ChainTypeFilter, hook: nftables.ChainHookInput, hookNm: "input", prio: 0})
+	b.add(in, -1, accept(), iifname("lo"))
+	for _, ifc := range dhcpIfaces {
+		b.add(in, prog.DHCPClient, accept(), iifname(ifc.Device), udpPorts(67, 68))
+	}
+	b.add(in, prog.Established, accept(), ctState(ctEstablished|ctRelated, "established,related"))
+	b.add(in, prog.NewNotSYN, drop(), tcpFlags(fin|syn|rst|ack, syn, true))
+	for _, ifc := range prog.Interfaces {
+		b.add(in, -1, verdict(expr.VerdictJump, "in_"+prog.Zones[ifc.Zone].Name), iifname(ifc.Device))
+	}
+	for _, z := range prog.Zones {
+		c := b.addChain("in_"+z.Name, nil)
+		if prog.ICMPLocal >= 0 {
+			for _, t := range essentialICMPLocal {
+				b.add(c, prog.ICMPLocal, accept(), portRange(t.proto, t.lo, t.hi, true))
+			}
+		}
+		for _, ri := range z.Services {
+			for _, p := range prog.Rules[ri].Ports {
+				b.add(c, ri, accept(), portMatch(p)...)
+			}
+		}
+		b.add(c, z.Inbound, verdictOf(prog.Rules[z.Inbound].Verdict))
+	}
+
+	// forward: through the box.
+	fwd := b.addChain("forward", &baseChain{typ: nftables.ChainTypeFilter, hook: nftables.ChainHookForward, hookNm: "forward", prio: 0})
+	b.add(fwd, prog.Established, accept(), ctState(ctEstablished|ctRelated, "established,related"))
+	b.add(fwd, prog.NewNotSYN, drop(), tcpFlags(fin|syn|rst|ack, syn, true))
+	for i, pf := range prog.PortForwards {
+		ri := prog.PortForwardRules[i]
+		for _, ii := range prog.Zones[prog.Rules[ri].Zone].Interfaces {
+			b.add(fwd, ri, accept(), iifname(prog.Interfaces[ii].Device), ctStatusDNAT(), nfproto(pf.To.Addr().Is4()), l4proto(pf.Port.Proto), ctOriginalDport(pf.Port.Lo, pf.Port.Hi))
+		}
+	}
+	for _, src := range []bool{true, false} {
+		b.add(fwd, prog.LinkLocal, drop(), addrInSet(true, src, false, ll4))
+		b.add(fwd, prog.LinkLocal, drop(), addrInSet(false, src, false, ll6))
+	}
+	if prog.ICMPForward >= 0 {
+		for _, t := range essentialICMPErrors {
+			b.add(fwd, prog.ICMPForward, accept(), portRange(t.proto, t.lo, t.hi, true))
+		}
+	}
+	for _, ifc := range prog.Interfaces {
+		b.add(fwd, prog.ForwardDeny, drop(), iifname(ifc.Device), oifname(ifc.Device))
+	}
+	for _, ifc := range prog.Interfaces {
+		b.add(fwd, -1, verdict(expr.VerdictJump, "fwd_"+prog.Zones[ifc.Zone].Name), iifname(ifc.Device))
+	}
+	for zi, z := range prog.Zones {
+		c := b.addChain("fwd_"+z.Name, nil)
+		for _, ii := range z.Interfaces {
+			b.add(c, prog.IntraZone, accept(), oifname(prog.Interfaces[ii].Device))
+		}
+		for oz, ok := range z.ForwardTo {
+			if !ok || oz == zi {
+				continue
+			}
+			for _, ii := range prog.Zones[oz].Interfaces {
+				b.add(c, -1, verdict(expr.VerdictJump, "egress_"+z.Name), oifname(prog.Interfaces[ii].Device))
+			}
+		}
+		b.add(c, prog.ForwardDeny, drop())
+	}
+	for _, z := range prog.Zones {
+		c := b.addChain("egress_"+z.Name, nil)
+		for _, ri := range z.Egress {
+			b.egressEntry(c, ri)
+		}
+		b.add(c, z.EgressDflt, verdictOf(prog.Rules[z.EgressDflt].Verdict))
+	}
+
+	// IPv4 leaving through the uplink is masqueraded.
+	srcnat := b.addChain("srcnat", &baseChain{typ: nftables.ChainTypeNAT, hook: nftables.ChainHookPostrouting, hookNm: "postrouting", prio: 100, accept: true})
+	for _, ifc := range prog.Interfaces {
+		if ifc.Uplink() {
+			b.add(srcnat, -1, masquerade(), oifname(ifc.Device), nfproto(true))
+		}
+	}
+	return b.rs, nil
+}
+
+// egressEntry adds the rules of one allowlist entry: each destination set of
+// each family, crossed with each port range.
+func (b *builder) egressEntry(c *chain, ri int) {
+	r := b.prog.Rules[ri]
+	var prefixes []netip.Prefix
+	hasNames := false
+	for _, d := range r.To {
+		if d.Name == "" {
+			prefixes = append(prefixes, d.Prefix)
+		} else {
+			hasNames = true
+		}
+	}
+	type dst struct {
+		p      piece
+		family uint8 // 4, 6, or 0 for any destination
+	}
+	var dsts []dst
+	if len(r.To) == 0 {
+		dsts = []dst{{}}
+	}
+	for _, v4 := range []bool{true, false} {
+		fam := map[bool]string{true: "4", false: "6"}[v4]
+		if slices.ContainsFunc(prefixes, func(p netip.Prefix) bool { return p.Addr().Is4() == v4 }) {
+			s := b.addSet(string(r.ID)+"_to"+fam, v4, r.Name+" destinations", prefixes)
+			for _, shard := range b.shard(s) {
+				dsts = append(dsts, dst{addrInSet(v4, false, false, shard), familyOf(v4)})
+			}
+		}
+		if hasNames {
+			s := b.addSet(string(r.ID)+"_names"+fam, v4, r.Name+" addresses its DNS names resolved to", nil)
+			s.dynamic = true
+			dsts = append(dsts, dst{addrInSet(v4, false, false, s), familyOf(v4)})
+		}
+	}
+	ports := r.Ports
+	if len(ports) == 0 {
+		ports = []policy.PortRange{{}}
+	}
+	for _, d := range dsts {
+		for _, p := range ports {
+			if p.Proto == policy.ProtoICMP && d.family == 6 || p.Proto == policy.ProtoICMPv6 && d.family == 4 {
+				continue // ICMP never reaches an IPv6 destination, nor ICMPv6 an IPv4 one
+			}
+			b.add(c, ri, accept(), append([]piece{d.p}, portMatch(p)...)...)
+		}
+	}
+}
+
+// shardRanges bounds the ranges of one allowlist set. The kernel dumps a
+// set by walking it from the start for every message, so reading back a set
+// of n ranges costs n squared: a million in one set takes minutes to verify,
+// in sets of this size seconds. Each shard costs one more lookup for a new
+// flow only.
+const shardRanges = 32768
+
+// shard splits a large set into sets of at most shardRanges ranges, named
+// NAME_0, NAME_1, ...; a small set is returned as it is.
+func (b *builder) shard(s *set) []*set {
+	if len(s.ranges) <= shardRanges {
+		return []*set{s}
+	}
+	var out []*set
+	all := s.ranges
+	s.ranges = nil
+	base := s.name
+	for i := 0; i < len(all); i += shardRanges {
+		part := s
+		if i > 0 {
+			b.nextID++
+			part = &set{id: b.nextID, v4: s.v4, dynamic: s.dynamic, comment: s.comment}
+			b.rs.sets = append(b.rs.sets, part)
+		}
+		part.name = fmt.Sprintf("%s_%d", base, i/shardRanges)
+		part.ranges = all[i:min(i+shardRanges, len(all))]
+		out = append(out, part)
+	}
+	return out
+}
+
+func familyOf(v4 bool) uint8 {
+	if v4 {
+		return 4
+	}
+	return 6
+}
+
+// portMatch matches a policy port range; Proto 0 matches anything.
+func portMatch(p policy.PortRange) []piece {
+	switch p.Proto {
+	case 0:
+		return nil
+	case policy.ProtoICMP, policy.ProtoICMPv6:
+		if p.Lo == 0 && p.Hi == 255 {
+			return []piece{l4proto(p.Proto)}
+		}
+	default:
+		if p.Lo == 0 && p.Hi == 65535 {
+			return []piece{l4proto(p.Proto)}
+		}
+	}
+	return []piece{portRange(p.Proto, p.Lo, p.Hi, true)}
+}
+
+// badTCPFlags are the (mask, value) pairs no TCP stack sends; they mirror
+// the evaluator's check.
+var badTCPFlags = [][2]uint8{
+	{fin | syn | rst | psh | ack | urg, 0},
+	{syn | fin, syn | fin},
+	{syn | rst, syn | rst},
+	{fin | rst, fin | rst},
+	{fin | ack, fin},
+	{psh | ack, psh},
+	{urg | ack, urg},
+}
+
+type icmpTypes struct {
+	proto  uint8
+	lo, hi uint16
+}
+
+// The essential ICMP of RFC 4890 and RFC 1122, as the evaluator has them.
+var (
+	essentialICMPErrors = []icmpTypes{
+		{unix.IPPROTO_ICMP, 3, 3}, {unix.IPPROTO_ICMP, 11, 12},
+		{unix.IPPROTO_ICMPV6, 1, 4},
+	}
+	essentialICMPLocal = append(slices.Clone(essentialICMPErrors),
+		icmpTypes{unix.IPPROTO_ICMPV6, 130, 136}, icmpTypes{unix.IPPROTO_ICMPV6, 141, 143}, icmpTypes{unix.IPPROTO_ICMPV6, 148, 149})
+)
+
+// bogonRanges turns the special-purpose registry into disjoint address
+// ranges that are bogon sources, with the most specific entry deciding each
+// address (so 192.0.0.9/32 is carved out of 192.0.0.0/24).
+func bogonRanges() (v4, v6 []addrRange) {
+	reg := policy.SpecialPurposeRegistry()
+	tbl := new(bart.Table[bool])
+	var bounds []netip.Addr
+	for _, sp := range reg {
+		tbl.Insert(sp.Prefix, sp.BogonSource())
+		r := prefixRange(sp.Prefix)
+		bounds = append(bounds, r.lo)
+		if n := r.hi.Next(); n.IsValid() && n.Is4() == r.hi.Is4() {
+			bounds = append(bounds, n)
+		}
+	}
+	sort.Slice(bounds, func(i, j int) bool { return bounds[i].Less(bounds[j]) })
+	bounds = slices.Compact(bounds)
+	for i, lo := range bounds {
+		var hi netip.Addr
+		if i+1 < len(bounds) && bounds[i+1].Is4() == lo.Is4() {
+			hi = bounds[i+1].Prev()
+		} else {
+			hi = lastOfFamily(lo)
+		}
+		if bogon, ok := tbl.Lookup(lo); ok && bogon {
+			if lo.Is4() {
+				v4 = append(v4, addrRange{lo, hi})
+			} else {
+				v6 = append(v6, addrRange{lo, hi})
+			}
+		}
+	}
+	return mergeRanges(v4), mergeRanges(v6)
+}
+
+func lastOfFamily(a netip.Addr) netip.Addr {
+	if a.Is4() {
+		return netip.MustParseAddr("255.255.255.255")
+	}
+	return netip.MustParseAddr("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")
+}
+
+func prefixRange(p netip.Prefix) addrRange {
+	p = p.Masked()
+	b := p.Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 1 << (7 - i%8)
+	}
+	hi, _ := netip.AddrFromSlice(b)
+	return addrRange{p.Addr(), hi}
+}
+
+// mergeRanges sorts ranges and merges overlapping or adjacent ones.
+func mergeRanges(rs []addrRange) []addrRange {
+	sort.Slice(rs, func(i, j int) bool { return rs[i].lo.Less(rs[j].lo) })
+	var out []addrRange
+	for _, r := range rs {
+		if n := len(out); n > 0 {
+			last := &out[n-1]
+			if next := last.hi.Next(); !next.IsValid() || !next.Less(r.lo) {
+				if last.hi.Less(r.hi) {
+					last.hi = r.hi
+				}
+				continue
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func (r addrRange) String() string {
+	for bits := 0; bits <= r.lo.BitLen(); bits++ {
+		p := netip.PrefixFrom(r.lo, bits)
+		if p.Masked().Addr() == r.lo && prefixRange(p).hi == r.hi {
+			if bits == r.lo.BitLen() {
+				return r.lo.String()
+			}
+			return p.String()
+		}
+	}
+	return fmt.Sprintf("%s-%s", r.lo, r.hi)
+}
