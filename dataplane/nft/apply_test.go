@@ -2,8 +2,8 @@ package nft
 
 import (
 	"bytes"
-	"fmt"
 	"flag"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
