@@ -67,12 +67,12 @@ func readPolicy(file string, stdin io.Reader) (name string, src []byte, err erro
 	return file, src, nil
 }
 
-// loadProgram reads, validates and compiles a policy for explain, printing
-// its problems on stderr.
-func loadProgram(file string, stdin io.Reader, stderr io.Writer) (*policy.Program, bool) {
+// loadProgram reads, validates and compiles a policy for command cmd,
+// printing its problems on stderr.
+func loadProgram(cmd, file string, stdin io.Reader, stderr io.Writer) (*policy.Program, bool) {
 	name, src, err := readPolicy(file, stdin)
 	if err != nil {
-		fmt.Fprintf(stderr, "sluice explain: %v\n", err)
+		fmt.Fprintf(stderr, "sluice %s: %v\n", cmd, err)
 		return nil, false
 	}
 	pol, diags := policy.Parse(name, src)

@@ -44,7 +44,7 @@ FILE "-" reads the policy from stdin.`, stderr)
 		fs.Usage()
 		return 2
 	}
-	prog, ok := loadProgram(fs.Arg(0), stdin, stderr)
+	prog, ok := loadProgram("explain", fs.Arg(0), stdin, stderr)
 	if !ok {
 		return 1
 	}

@@ -1,6 +1,6 @@
-// Command sluice is an edge router and firewall in one binary: it checks and
-// explains firewall policies now, and runs the appliance as its subcommands
-// land.
+// Command sluice is an edge router and firewall in one binary: it checks,
+// explains, compiles and applies firewall policies, and runs the appliance
+// as its subcommands land.
 package main
 
 import (
@@ -30,6 +30,8 @@ func commands() []command {
 	return []command{
 		{"check", "[FILE...]", "validate policies (the built-in default when no FILE is given)", runCheck},
 		{"explain", "[--json] FILE PACKET", "show the verdict and deciding rule for one packet", runExplain},
+		{"compile", "[FILE]", "print the nftables ruleset a policy compiles to", runCompile},
+		{"apply", "[FILE]", "apply a policy to this network namespace's kernel once", runApply},
 		{"version", "", "print the version", runVersion},
 	}
 }

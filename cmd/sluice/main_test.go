@@ -547,14 +547,7 @@ func TestVersion(t *testing.T) {
 // TestBinary builds the real binary and runs it once, to prove main wires
 // os.Args, the standard streams and the exit code to run.
 func TestBinary(t *testing.T) {
-	gotool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skipf("building the binary needs the go tool: %v", err)
-	}
-	bin := filepath.Join(t.TempDir(), "sluice")
-	if out, err := exec.Command(gotool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build -o %s .: %v\n%s", bin, err, out)
-	}
+	bin := sluiceBinary(t)
 	cmd := exec.Command(bin, "check", officePolicy)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
