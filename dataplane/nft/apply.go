@@ -190,3 +190,26 @@ func (c *Conn) CountElements(set string) (int, error) {
 	defer raw.Close()
 	return countSetElements(raw, set)
 }
+
+// Counters returns the packets counted so far by each named counter of table
+// inet sluice, by rule ID; reset sets them back to zero as they are read.
+func (c *Conn) Counters(reset bool) (map[string]uint64, error) {
+	t := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+	var objs []nftables.Obj
+	var err error
+	if reset {
+		objs, err = c.nft.ResetObjects(t)
+	} else {
+		objs, err = c.nft.GetObjects(t)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read counters of table inet %s: %w", TableName, err)
+	}
+	out := make(map[string]uint64, len(objs))
+	for _, o := range objs {
+		if co, ok := o.(*nftables.CounterObj); ok {
+			out[co.Name] = co.Packets
+		}
+	}
+	return out, nil
+}
