@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sluicefw/sluice/dataplane/nft"
+	"github.com/sluicefw/sluice/dataplane/policy"
 )
 
 func runCompile(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -23,7 +24,7 @@ FILE, the built-in default policy; "-" reads stdin.`, stderr)
 	if !ok {
 		return 1
 	}
-	rs, err := nft.Build(prog)
+	rs, err := nft.Build(prog, policy.Options{})
 	if err != nil {
 		fmt.Fprintf(stderr, "sluice compile: %v\n", err)
 		return 1
@@ -53,7 +54,7 @@ default policy; "-" reads stdin. Needs CAP_NET_ADMIN.`, stderr)
 	if !ok {
 		return 1
 	}
-	rs, err := nft.Build(prog)
+	rs, err := nft.Build(prog, policy.Options{})
 	if err != nil {
 		fmt.Fprintf(stderr, "sluice apply: %v\n", err)
 		return 1

@@ -40,7 +40,7 @@ func build(t testing.TB, file string) *Ruleset {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs, err := Build(prog)
+	rs, err := Build(prog, policy.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestApplyMillionElements(t *testing.T) {
 	}
 	const n = 1_000_000
 	prog := bigAllowlist(t, n)
-	rs, err := Build(prog)
+	rs, err := Build(prog, policy.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

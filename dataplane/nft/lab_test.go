@@ -35,7 +35,7 @@ func labRouter(t *testing.T) (*lab.Lab, *policy.Program, *Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs, err := Build(prog)
+	rs, err := Build(prog, policy.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

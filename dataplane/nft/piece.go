@@ -239,11 +239,12 @@ func rpfMissing(strict bool) piece {
 const (
 	rtnLocal     = 2
 	rtnBroadcast = 3
+	rtnMulticast = 5
 )
 
 // daddrType matches packets whose destination has the given route type.
 func daddrType(t uint32) piece {
-	name := map[uint32]string{rtnLocal: "local", rtnBroadcast: "broadcast"}[t]
+	name := map[uint32]string{rtnLocal: "local", rtnBroadcast: "broadcast", rtnMulticast: "multicast"}[t]
 	return piece{"fib daddr type " + name, []expr.Any{
 		&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: native32(t)},

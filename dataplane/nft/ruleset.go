@@ -70,6 +70,7 @@ func (rs *Ruleset) Sets() (sets, ranges int) {
 // builder assembles a Ruleset from a Program. It is used once.
 type builder struct {
 	prog   *policy.Program
+	opts   policy.Options
 	rs     *Ruleset
 	nextID uint32
 }
@@ -118,9 +119,12 @@ func verdictOf(v policy.Verdict) piece {
 }
 
 // Build compiles a Program into a Ruleset that decides packets the way
-// policy.Evaluator does, in the order documented on policy.Program.
-func Build(prog *policy.Program) (*Ruleset, error) {
-	b := &builder{prog: prog, rs: &Ruleset{}}
+// policy.Evaluator does with the same Options, in the order documented on
+// policy.Program. Options give the addresses interfaces learned at run time
+// (they join the box's addresses and their zone's own prefixes) and what
+// DNS names resolved to (they fill the name sets).
+func Build(prog *policy.Program, opts policy.Options) (*Ruleset, error) {
+	b := &builder{prog: prog, rs: &Ruleset{}, opts: opts}
 	for _, r := range prog.Rules {
 		b.rs.Counters = append(b.rs.Counters, string(r.ID))
 	}
@@ -136,7 +140,7 @@ func Build(prog *policy.Program) (*Ruleset, error) {
 	ll6 := b.addSet("linklocal6", false, "unspecified and link-local: never leave the link", linkLocal)
 	var boxAddrs []netip.Prefix
 	for _, ifc := range prog.Interfaces {
-		for _, a := range ifc.Addresses {
+		for _, a := range b.addresses(ifc) {
 			boxAddrs = append(boxAddrs, netip.PrefixFrom(a.Addr(), a.Addr().BitLen()))
 		}
 	}
@@ -148,7 +152,7 @@ func Build(prog *policy.Program) (*Ruleset, error) {
 	for zi, z := range prog.Zones {
 		var own []netip.Prefix
 		for _, i := range z.Interfaces {
-			for _, a := range prog.Interfaces[i].Addresses {
+			for _, a := range b.addresses(prog.Interfaces[i]) {
 				own = append(own, a.Masked())
 			}
 		}
@@ -186,8 +190,17 @@ func Build(prog *policy.Program) (*Ruleset, error) {
 
 	for zi, z := range prog.Zones {
 		c := b.addChain("pre_"+z.Name, nil)
-		b.add(c, -1, verdict(expr.VerdictReturn, ""), addrInSet(true, true, false, ll4))
-		b.add(c, -1, verdict(expr.VerdictReturn, ""), addrInSet(false, true, false, ll6))
+		// A link-local or unspecified source may only reach the box, and
+		// is then exempt from the checks below.
+		for _, t := range []uint32{rtnLocal, rtnBroadcast, rtnMulticast} {
+			b.add(c, -1, verdict(expr.VerdictReturn, ""), addrInSet(true, true, false, ll4), daddrType(t))
+		}
+		for _, t := range []uint32{rtnLocal, rtnMulticast} {
+			b.add(c, -1, verdict(expr.VerdictReturn, ""), addrInSet(false, true, false, ll6), daddrType(t))
+		}
+		b.add(c, -1, verdict(expr.VerdictReturn, ""), addrInSet(false, true, false, ll6), addrInSet(false, false, false, ll6))
+		b.add(c, prog.LinkLocal, drop(), addrInSet(true, true, false, ll4))
+		b.add(c, prog.LinkLocal, drop(), addrInSet(false, true, false, ll6))
 		b.add(c, prog.LocalSource, drop(), addrInSet(true, true, false, box4))
 		b.add(c, prog.LocalSource, drop(), addrInSet(false, true, false, box6))
 		if z.Bogons >= 0 {
@@ -248,10 +261,8 @@ func Build(prog *policy.Program) (*Ruleset, error) {
 			b.add(fwd, ri, accept(), iifname(prog.Interfaces[ii].Device), ctStatusDNAT(), nfproto(pf.To.Addr().Is4()), l4proto(pf.Port.Proto), ctOriginalDport(pf.Port.Lo, pf.Port.Hi))
 		}
 	}
-	for _, src := range []bool{true, false} {
-		b.add(fwd, prog.LinkLocal, drop(), addrInSet(true, src, false, ll4))
-		b.add(fwd, prog.LinkLocal, drop(), addrInSet(false, src, false, ll6))
-	}
+	b.add(fwd, prog.LinkLocal, drop(), addrInSet(true, false, false, ll4))
+	b.add(fwd, prog.LinkLocal, drop(), addrInSet(false, false, false, ll6))
 	if prog.ICMPForward >= 0 {
 		for _, t := range essentialICMPErrors {
 			b.add(fwd, prog.ICMPForward, accept(), portRange(t.proto, t.lo, t.hi, true))
@@ -326,7 +337,7 @@ func (b *builder) egressEntry(c *chain, ri int) {
 			}
 		}
 		if hasNames {
-			s := b.addSet(string(r.ID)+"_names"+fam, v4, r.Name+" addresses its DNS names resolved to", nil)
+			s := b.addSet(string(r.ID)+"_names"+fam, v4, r.Name+" addresses its DNS names resolved to", b.resolved(r.To))
 			s.dynamic = true
 			dsts = append(dsts, dst{addrInSet(v4, false, false, s), familyOf(v4)})
 		}
@@ -343,6 +354,29 @@ func (b *builder) egressEntry(c *chain, ri int) {
 			b.add(c, ri, accept(), append([]piece{d.p}, portMatch(p)...)...)
 		}
 	}
+}
+
+// addresses are an interface's static addresses and those it learned.
+func (b *builder) addresses(ifc policy.CompiledInterface) []netip.Prefix {
+	return append(slices.Clone(ifc.Addresses), b.opts.Addresses[ifc.Name]...)
+}
+
+// resolved returns host prefixes of the addresses the names among dsts
+// resolved to, as Options.Resolved gives them.
+func (b *builder) resolved(dsts []policy.Destination) []netip.Prefix {
+	var out []netip.Prefix
+	for name, addrs := range b.opts.Resolved {
+		for _, d := range dsts {
+			if d.Name != "" && policy.NameMatches(d.Name, name) {
+				for _, a := range addrs {
+					a = a.Unmap()
+					out = append(out, netip.PrefixFrom(a, a.BitLen()))
+				}
+				break
+			}
+		}
+	}
+	return out
 }
 
 // shardRanges bounds the ranges of one allowlist set. The kernel dumps a

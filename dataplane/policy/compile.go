@@ -54,6 +54,7 @@ func Compile(p *Policy) (*Program, error) {
 	if slices.ContainsFunc(p.Interfaces, func(i Interface) bool { return i.DHCP }) {
 		c.prog.DHCPClient = c.add(Rule{Kind: KindDHCPClient, Zone: -1, Name: "dhcp client", Verdict: Accept, Reason: ReasonDHCPClient})
 	}
+	c.prog.LinkLocal = c.add(Rule{Kind: KindLinkLocal, Zone: -1, Name: "link-local", Reason: ReasonLinkLocal})
 	c.prog.LocalSource = c.add(Rule{Kind: KindLocalSource, Zone: -1, Name: "source is the box", Reason: ReasonLocalSource})
 	for zi, z := range p.Zones {
 		cz := &c.prog.Zones[zi]
@@ -96,7 +97,6 @@ func Compile(p *Policy) (*Program, error) {
 		}
 		cz.Inbound = c.add(r, z.Name, r.Verdict.String())
 	}
-	c.prog.LinkLocal = c.add(Rule{Kind: KindLinkLocal, Zone: -1, Name: "forward link-local", Reason: ReasonLinkLocal})
 	if p.ICMP.Essential {
 		c.prog.ICMPForward = c.add(Rule{Kind: KindICMPForward, Zone: -1, Name: "icmp essential forwarded", Verdict: Accept, Reason: ReasonEssentialICMP, Pos: p.ICMP.Pos})
 	}

@@ -3,7 +3,6 @@ package policy
 import (
 	"math/bits"
 	"net/netip"
-	"strings"
 
 	"github.com/gaissmai/bart"
 )
@@ -222,7 +221,7 @@ func buildEgress(prog *Program, entries []int, resolved map[string][]netip.Addr)
 				continue
 			}
 			for name, addrs := range resolved {
-				if !nameCovers(d.Name, strings.TrimSuffix(strings.ToLower(name), ".")) {
+				if !NameMatches(d.Name, name) {
 					continue
 				}
 				for _, a := range addrs {
@@ -276,7 +275,11 @@ func (e *Evaluator) Evaluate(pk *Packet) Decision {
 		return e.rule(e.prog.DHCPClient, ReasonDHCPClient)
 	}
 
-	// 1. Anti-spoof, on every packet.
+	// 1. Anti-spoof, on every packet. A link-local or unspecified source
+	// may only reach the box; it is exempt from the other checks.
+	if onLink && !toBox {
+		return e.rule(e.prog.LinkLocal, ReasonLinkLocal)
+	}
 	if !onLink {
 		if e.boxAddrs.Contains(src) {
 			return e.rule(e.prog.LocalSource, ReasonLocalSource)
@@ -310,8 +313,9 @@ func (e *Evaluator) Evaluate(pk *Packet) Decision {
 		return e.rule(e.prog.NewNotSYN, ReasonNewNotSYN)
 	}
 
-	// 4. Port forwards: to one of the box's addresses, from their zone.
-	if toBox && (pk.Proto == ProtoTCP || pk.Proto == ProtoUDP) {
+	// 4. Port forwards: to one of the box's own (unicast) addresses, from
+	// their zone.
+	if (pk.Proto == ProtoTCP || pk.Proto == ProtoUDP) && len(e.pfs) > 0 && e.boxAddrs.Contains(dst) {
 		for i := range e.pfs {
 			pf := &e.pfs[i]
 			if pf.zone == zi && pf.proto == pk.Proto && pf.is4 == dst.Is4() && pk.DstPort >= pf.lo && pk.DstPort <= pf.hi {
@@ -334,7 +338,7 @@ func (e *Evaluator) Evaluate(pk *Packet) Decision {
 	}
 
 	// 6. Forwarded.
-	if onLink || linkScoped(dst) {
+	if linkScoped(dst) {
 		return e.rule(e.prog.LinkLocal, ReasonLinkLocal)
 	}
 	if e.prog.ICMPForward >= 0 && essentialICMPError(pk) {

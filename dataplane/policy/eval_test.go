@@ -125,7 +125,7 @@ forward: [{from: a, to: b}]
 		{"wan to lan unsolicited", "tcp 93.184.216.34:40000 -> 192.168.1.10:22 in wan", Drop, "forward deny", KindForwardDeny, ""},
 		{"iot to lan", "tcp 192.168.20.5:40000 -> 192.168.1.10:22 in iot", Drop, "forward deny", KindForwardDeny, ""},
 		{"lan to iot", "tcp 192.168.1.10:40000 -> 192.168.20.5:80 in lan", Accept, "lan egress default allow", KindEgressDefault, ""},
-		{"forward link-local source", "tcp [fe80::5]:40000 -> [2606:4700::1]:80 in lan", Drop, "forward link-local", KindLinkLocal, ""},
+		{"forward link-local source", "tcp [fe80::5]:40000 -> [2606:4700::1]:80 in lan", Drop, "link-local", KindLinkLocal, ""},
 		{"link-local destination is the box", "tcp [fe80::5]:40000 -> [fe80::1]:22 in lan", Accept, "lan service ssh", KindService, ""},
 		{"neighbour advertisement to the box's link-local", "icmpv6/136 [fe80::2] -> [fe80::1] in lan", Accept, "icmp essential to box", KindICMPLocal, ""},
 		{"wan back out wan", "tcp 8.8.8.8:1234 -> 1.1.1.1:80 in wan", Drop, "forward deny", KindForwardDeny, ""},

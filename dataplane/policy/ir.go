@@ -26,6 +26,7 @@ type Kind uint8
 
 const (
 	KindDHCPClient    Kind = iota // accept DHCP replies to the box on interfaces that use DHCP
+	KindLinkLocal                 // drop link-local or unspecified sources not for the box, and such destinations
 	KindLocalSource               // drop a packet from outside claiming the box's address
 	KindBogons                    // zone: drop special-purpose sources
 	KindReversePath               // zone: drop sources failing the reverse-path check
@@ -38,7 +39,6 @@ const (
 	KindICMPLocal                 // accept essential ICMP and ICMPv6 to the box
 	KindService                   // zone: accept a service on the box
 	KindInbound                   // zone: what else may reach the box
-	KindLinkLocal                 // drop link-local or unspecified addresses being forwarded
 	KindICMPForward               // accept essential ICMP errors being forwarded
 	KindNoRoute                   // drop a destination with no route
 	KindIntraZone                 // accept traffic between interfaces of one zone
@@ -121,7 +121,7 @@ var reasonText = [numReasons]string{
 	ReasonService:              "service on the box allowed from the zone",
 	ReasonInboundAllowed:       "zone may reach the box",
 	ReasonInboundDenied:        "zone may not reach the box",
-	ReasonLinkLocal:            "link-local or unspecified address is not forwarded",
+	ReasonLinkLocal:            "a link-local or unspecified address never leaves its link",
 	ReasonNoRoute:              "no route to the destination",
 	ReasonIntraZone:            "between interfaces of the same zone",
 	ReasonZonePairNotForwarded: "no forward rule between these zones",
@@ -172,16 +172,17 @@ type Rule struct {
 //  0. DHCP replies (UDP 67 to 68) to the box on an interface that uses DHCP
 //     are accepted: the server may have a private address, and before the
 //     lease there is no route back to it;
-//  1. for every packet: a source that is the box's own address dropped; Z's
-//     bogon, reverse-path and source checks (link-local and unspecified
-//     sources are exempt: they never leave the link);
+//  1. for every packet: a link-local or unspecified source (they never
+//     leave the link) dropped unless the packet is for the box, and otherwise
+//     exempt from the rest of this step; a source that is the box's own
+//     address dropped; Z's bogon, reverse-path and source checks;
 //  2. impossible TCP flags dropped;
 //  3. conntrack: invalid dropped, established and related accepted, a new TCP
 //     flow that does not start with SYN dropped;
-//  4. port forwards from Z;
+//  4. port forwards from Z, to one of the box's own addresses;
 //  5. to the box (its addresses, subnet broadcasts, multicast and IPv6
 //     link-local destinations): essential ICMP, Z's services, then Z's inbound setting;
-//  6. forwarded: link-local dropped, essential ICMP errors accepted, no route
+//  6. forwarded: link-local destinations dropped, essential ICMP errors accepted, no route
 //     dropped, out the interface it came in on dropped, same zone accepted, zone pairs without a forward rule dropped,
 //     then Z's egress allowlist in order, then Z's egress default.
 type Program struct {

@@ -113,6 +113,9 @@ func (l *linearEvaluator) Evaluate(pk *Packet) Decision {
 	if local && p.DHCPClient >= 0 && p.Interfaces[pk.In].DHCP && pk.Proto == ProtoUDP && pk.SrcPort == 67 && pk.DstPort == 68 {
 		return dec(p.DHCPClient)
 	}
+	if srcLink && !local {
+		return dec(p.LinkLocal)
+	}
 	if !srcLink {
 		for i := range p.Interfaces {
 			for _, a := range l.addrs(i) {
@@ -156,7 +159,13 @@ func (l *linearEvaluator) Evaluate(pk *Packet) Decision {
 	if pk.Proto == ProtoTCP && !(pk.TCPFlags&TCPSyn != 0 && pk.TCPFlags&(TCPAck|TCPRst|TCPFin) == 0) {
 		return dec(p.NewNotSYN)
 	}
-	if local {
+	boxAddr := false
+	for i := range p.Interfaces {
+		for _, a := range l.addrs(i) {
+			boxAddr = boxAddr || a.Addr() == dst
+		}
+	}
+	if boxAddr {
 		for i, pf := range p.PortForwards {
 			ri := p.PortForwardRules[i]
 			if p.Rules[ri].Zone == zi && pf.Port.Proto == pk.Proto && pf.To.Addr().Is4() == dst.Is4() && pk.DstPort >= pf.Port.Lo && pk.DstPort <= pf.Port.Hi {
@@ -178,7 +187,7 @@ func (l *linearEvaluator) Evaluate(pk *Packet) Decision {
 		}
 		return dec(z.Inbound)
 	}
-	if srcLink || dst.IsUnspecified() {
+	if dst.IsUnspecified() || dst.IsLinkLocalUnicast() {
 		return dec(p.LinkLocal)
 	}
 	if p.ICMPForward >= 0 && icmpErr {

@@ -250,6 +250,13 @@ func destCovers(a, b Destination) bool {
 	return false
 }
 
+// NameMatches reports whether an allowlist name pattern (an exact name, or
+// "*.example.com" for every name below example.com) matches the DNS name
+// name, which may be written with a trailing dot or in any case.
+func NameMatches(pattern, name string) bool {
+	return nameCovers(pattern, strings.TrimSuffix(strings.ToLower(name), "."))
+}
+
 // nameCovers reports whether pattern a matches every name pattern b matches.
 func nameCovers(a, b string) bool {
 	if a == b {
