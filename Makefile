@@ -45,15 +45,12 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./dataplane/...
 
-# run does the most real thing sluice can do today: check the built-in
-# default policy and explain what it does to a few packets.
+# run does the most real thing sluice can do until the appliance image
+# exists: a lab of network namespaces with sluice routing between an
+# "internet" and two lan clients (sluice lab run; needs root). Ctrl-C stops it.
 run: deps build
 	./bin/sluice check
-	./bin/sluice explain examples/home.yaml tcp 192.168.1.10:40000 '->' 93.184.216.34:443 in lan new
-	./bin/sluice explain examples/home.yaml tcp 192.168.1.10:40000 '->' 192.168.1.1:22 in lan new
-	./bin/sluice explain examples/home.yaml tcp 93.184.216.34:40000 '->' 192.168.1.10:22 in wan new
-	./bin/sluice explain examples/home.yaml udp 10.1.2.3:53 '->' 192.168.1.10:53 in wan new
-	./bin/sluice explain examples/home.yaml icmpv6/packet-too-big '[2606:4700::1]' '->' '[fd00:53:1::10]' in wan
+	@if [ "$$(id -u)" = 0 ]; then ./bin/sluice lab run; else sudo ./bin/sluice lab run; fi
 
 clean:
 	rm -rf bin .test.log

@@ -1,12 +1,21 @@
 package main
 
 import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/miekg/dns"
+
+	"github.com/sluicefw/sluice/internal/lab"
 	"github.com/sluicefw/sluice/internal/netnstest"
 )
 
@@ -67,4 +76,75 @@ func TestApplyCommand(t *testing.T) {
 	if after := ns.Run(t, "nft", "list", "ruleset"); after != before {
 		t.Errorf("a refused apply changed the ruleset")
 	}
+}
+
+// sluice lab run builds the lab, serves the internet's web and DNS, runs the
+// daemon in the router, and removes everything when interrupted.
+func TestLabRunCommand(t *testing.T) {
+	netnstest.RequireRoot(t)
+	bin := sluiceBinary(t)
+	prefix := fmt.Sprintf("sc%d", os.Getpid())
+	cmd := exec.Command(bin, "lab", "run", "--prefix", prefix)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer exec.Command(bin, "lab", "down", "--prefix", prefix).Run()
+	lan1 := prefix + "-lan1"
+	// Wait for the daemon to say the policy is applied.
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(out.String(), "applied"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("sluice lab run did not apply its policy:\n%s", out.String())
+		}
+	}
+	page, err := exec.Command("ip", "netns", "exec", lan1, "curl", "-sS", "--max-time", "3", "http://93.184.216.34/").CombinedOutput()
+	if err != nil || !strings.Contains(string(page), "hello from 93.184.216.34, 81.0.0.2:") {
+		t.Errorf("lan1 fetching the internet's page through the masquerading router: %v\n%s", err, page)
+	}
+	// The query's socket is made inside lan1, so it cannot leave the lab.
+	var c net.Conn
+	if err := lab.Do(lan1, func() (err error) { c, err = net.Dial("udp", "8.8.8.8:53"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	q := new(dns.Msg)
+	q.SetQuestion("api.vendor.example.", dns.TypeA)
+	dc := &dns.Conn{Conn: c}
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	if err := dc.WriteMsg(q); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := dc.ReadMsg()
+	if err != nil || len(resp.Answer) != 1 || resp.Answer[0].(*dns.A).A.String() != "93.184.216.34" {
+		t.Errorf("lan1 resolving api.vendor.example through the lab's DNS: %v %v", resp, err)
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("sluice lab run after an interrupt: %v\n%s", err, out.String())
+	}
+	if list, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(list), prefix+"-") {
+		t.Errorf("the lab's namespaces are still there:\n%s", list)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's output goroutines and
+// the test to use at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/sluicefw/sluice/dataplane/nft"
+	"github.com/sluicefw/sluice/dataplane/policy"
+)
+
+func runRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := newFlagSet("run", "[--config FILE]", `Run the router daemon in this network namespace: apply the policy (the
+built-in default without --config) and keep it applied, putting it back if
+the table disappears, until interrupted. On exit the ruleset stays in force:
+the box fails closed.`, stderr)
+	config := fs.String("config", "", "policy file (default: the built-in policy)")
+	every := fs.Duration("check", 5*time.Second, "how often to check that the ruleset is still in the kernel")
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger := log.New(stderr, "sluice: ", log.LstdFlags)
+	if err := daemon(ctx, *config, *every, stdin, logger); err != nil {
+		logger.Print(err)
+		return 1
+	}
+	return 0
+}
+
+// daemon applies the policy and keeps it applied until ctx ends.
+func daemon(ctx context.Context, config string, every time.Duration, stdin io.Reader, logger *log.Logger) error {
+	prog, ok := loadProgram("run", config, stdin, logger.Writer())
+	if !ok {
+		return fmt.Errorf("run: no valid policy to apply")
+	}
+	rs, err := nft.Build(prog, policy.Options{})
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	conn, err := nft.Dial(-1, time.Minute)
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	if err := nft.Apply(conn, rs); err != nil {
+		return fmt.Errorf("run: apply %s: %w", prog.File, err)
+	}
+	logger.Printf("policy %s applied: %d rules; running", prog.File, len(prog.Rules))
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			logger.Print("stopping; the ruleset stays in force")
+			return nil
+		case <-tick.C:
+			counters, err := conn.Counters(false)
+			if err == nil && len(counters) == len(rs.Counters) {
+				continue
+			}
+			logger.Printf("table inet %s is gone or changed (%v); applying %s again", nft.TableName, err, prog.File)
+			if err := nft.Apply(conn, rs); err != nil {
+				logger.Printf("apply %s: %v", prog.File, err)
+			}
+		}
+	}
+}
