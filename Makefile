@@ -43,7 +43,8 @@ fuzz:
 	$(GO) test ./dataplane/policy -run '^$$' -fuzz '^FuzzParsePacket$$' -fuzztime $(FUZZTIME)
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./dataplane/...
+	$(GO) test -run '^$$' -bench Evaluate -benchmem -count 5 ./dataplane/policy
+	$(GO) test -run '^$$' -bench Apply -benchtime 2x ./dataplane/nft
 
 # run does the most real thing sluice can do until the appliance image
 # exists: a lab of network namespaces with sluice routing between an

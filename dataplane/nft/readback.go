@@ -3,6 +3,7 @@ package nft
 import (
 	"encoding/binary"
 	"fmt"
+	"syscall"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -27,18 +28,17 @@ func countSetElements(conn *netlink.Conn, set string) (int, error) {
 		},
 		Data: append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, attrs...),
 	}
-	msgs, err := conn.Execute(req)
-	if err != nil {
+	if _, err := conn.Send(req); err != nil {
 		return 0, fmt.Errorf("dump set %s elements: %w", set, err)
 	}
 	n := 0
-	for _, m := range msgs {
-		if len(m.Data) < 4 {
-			continue
+	err = receiveDump(conn, func(data []byte) error {
+		if len(data) < 4 {
+			return nil
 		}
-		ad, err := netlink.NewAttributeDecoder(m.Data[4:])
+		ad, err := netlink.NewAttributeDecoder(data[4:])
 		if err != nil {
-			return 0, fmt.Errorf("decode set %s elements: %w", set, err)
+			return fmt.Errorf("decode set %s elements: %w", set, err)
 		}
 		for ad.Next() {
 			if ad.Type() != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
@@ -63,8 +63,61 @@ func countSetElements(conn *netlink.Conn, set string) (int, error) {
 			})
 		}
 		if err := ad.Err(); err != nil {
-			return 0, fmt.Errorf("decode set %s elements: %w", set, err)
+			return fmt.Errorf("decode set %s elements: %w", set, err)
 		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("dump set %s elements: %w", set, err)
 	}
 	return n, nil
+}
+
+// dumpBuffer is the receive buffer for dumps. The kernel sizes each dump
+// message by the largest read it has seen (up to 32 KiB); reading with a
+// page, as a peeking reader does, makes it walk the set eight times as
+// often, and every walk starts from the set's beginning.
+const dumpBuffer = 64 << 10
+
+// receiveDump reads the messages of one dump and hands each one's payload
+// to f, until the kernel says it is done.
+func receiveDump(conn *netlink.Conn, f func(data []byte) error) error {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, dumpBuffer)
+	for {
+		var n int
+		var rerr error
+		if err := raw.Read(func(fd uintptr) bool {
+			n, _, rerr = unix.Recvfrom(int(fd), buf, 0)
+			return rerr != unix.EAGAIN
+		}); err != nil {
+			return err
+		}
+		if rerr != nil {
+			return rerr
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			return fmt.Errorf("parse netlink messages: %w", err)
+		}
+		for _, m := range msgs {
+			switch m.Header.Type {
+			case unix.NLMSG_DONE:
+				return nil
+			case unix.NLMSG_ERROR:
+				if len(m.Data) >= 4 {
+					if code := int32(binary.NativeEndian.Uint32(m.Data)); code != 0 {
+						return syscall.Errno(-code)
+					}
+				}
+				return nil
+			}
+			if err := f(m.Data); err != nil {
+				return err
+			}
+		}
+	}
 }

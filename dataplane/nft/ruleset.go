@@ -382,9 +382,9 @@ func (b *builder) resolved(dsts []policy.Destination) []netip.Prefix {
 // shardRanges bounds the ranges of one allowlist set. The kernel dumps a
 // set by walking it from the start for every message, so reading back a set
 // of n ranges costs n squared: a million in one set takes minutes to verify,
-// in sets of this size seconds. Each shard costs one more lookup for a new
-// flow only.
-const shardRanges = 32768
+// in sets of this size about a second. Each shard costs one more set lookup,
+// for the first packet of a flow only.
+const shardRanges = 16384
 
 // shard splits a large set into sets of at most shardRanges ranges, named
 // NAME_0, NAME_1, ...; a small set is returned as it is.
