@@ -3,7 +3,6 @@ package nft
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -14,25 +13,39 @@ import (
 	"github.com/sluicefw/sluice/internal/netnstest"
 )
 
-// TestApplyChild is not a test: BenchmarkApply runs the test binary with
-// SLUICE_APPLY_CHILD=N inside a namespace, so that this process's peak
-// memory is that of compiling and applying N allowlist elements alone.
-func TestApplyChild(t *testing.T) {
-	n, err := strconv.Atoi(os.Getenv("SLUICE_APPLY_CHILD"))
-	if err != nil {
-		t.Skip("helper process of BenchmarkApply")
+// TestMain runs the helper process of BenchmarkApply when SLUICE_APPLY_CHILD
+// holds a number N: it compiles and applies N allowlist elements in its
+// namespace and exits, so that its peak memory is that work's alone.
+// Otherwise it runs the tests.
+func TestMain(m *testing.M) {
+	if v := os.Getenv("SLUICE_APPLY_CHILD"); v != "" {
+		if err := applyChild(v); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
-	rs, err := Build(bigAllowlist(t, n), policy.Options{})
+	os.Exit(m.Run())
+}
+
+func applyChild(v string) error {
+	n, err := strconv.Atoi(v)
 	if err != nil {
-		t.Fatal(err)
+		return fmt.Errorf("SLUICE_APPLY_CHILD=%q: %w", v, err)
+	}
+	prog, err := bigAllowlistProgram(n)
+	if err != nil {
+		return err
+	}
+	rs, err := Build(prog, policy.Options{})
+	if err != nil {
+		return err
 	}
 	c, err := Dial(-1, 10*time.Minute)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	if err := Apply(c, rs); err != nil {
-		t.Fatal(err)
-	}
+	return Apply(c, rs)
 }
 
 // BenchmarkApply measures applying 100,000 and 1,000,000 allowlist elements
@@ -73,12 +86,10 @@ func BenchmarkApply(b *testing.B) {
 			b.ReportMetric(float64(maxRSS)/1024, "peak-MiB")
 		}
 		b.Run(fmt.Sprintf("sluice/%d", n), func(b *testing.B) {
-			measure(b, func() []string { return []string{os.Args[0], "-test.run=^TestApplyChild$", "-test.count=1"} }, []string{fmt.Sprintf("SLUICE_APPLY_CHILD=%d", n)})
+			measure(b, func() []string { return []string{os.Args[0]} }, []string{fmt.Sprintf("SLUICE_APPLY_CHILD=%d", n)})
 		})
 		b.Run(fmt.Sprintf("nft-f/%d", n), func(b *testing.B) {
 			measure(b, func() []string { return []string{"nft", "-f", file} }, nil)
 		})
 	}
 }
-
-var _ = exec.Command

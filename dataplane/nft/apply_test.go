@@ -186,9 +186,17 @@ func TestApplyMillionElements(t *testing.T) {
 // n IPv4 host addresses, none adjacent to another.
 func bigAllowlist(t testing.TB, n int) *policy.Program {
 	t.Helper()
+	prog, err := bigAllowlistProgram(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return prog
+}
+
+func bigAllowlistProgram(n int) (*policy.Program, error) {
 	pol, diags := policy.Parse(policy.DefaultFile, policy.Default())
 	if err := diags.Err(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	entry := policy.AllowEntry{Name: "big"}
 	for a, i := netip.MustParseAddr("11.0.0.0"), 0; i < n; i++ {
@@ -196,9 +204,5 @@ func bigAllowlist(t testing.TB, n int) *policy.Program {
 		a = a.Next().Next()
 	}
 	pol.Zones[1].Egress = policy.Egress{DefaultAllow: false, Allow: []policy.AllowEntry{entry}}
-	prog, err := policy.Compile(pol)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return prog
+	return policy.Compile(pol)
 }
