@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
+	"github.com/sluicefw/sluice/dataplane/droplog"
 	"github.com/sluicefw/sluice/dataplane/nft"
 	"github.com/sluicefw/sluice/dataplane/policy"
 )
@@ -34,6 +36,31 @@ the box fails closed.`, stderr)
 	return 0
 }
 
+// printDrops logs the drops recorded since the count seen, and returns the
+// new count.
+func printDrops(logger *log.Logger, prog *policy.Program, ring *droplog.Ring, seen uint64) uint64 {
+	recs, total := ring.Snapshot()
+	if total == seen {
+		return seen
+	}
+	if n := total - seen; n < uint64(len(recs)) {
+		recs = recs[uint64(len(recs))-n:]
+	}
+	for _, r := range recs {
+		rule := "unknown rule"
+		if r.Rule > 0 && int(r.Rule) <= len(prog.Rules) {
+			pr := prog.Rules[r.Rule-1]
+			rule = string(pr.ID) + " " + pr.Name
+		}
+		in := fmt.Sprint(r.InIndex)
+		if ifc, err := net.InterfaceByIndex(int(r.InIndex)); err == nil {
+			in = ifc.Name
+		}
+		logger.Printf("drop: %s in %s by %s", r.Summary(), in, rule)
+	}
+	return total
+}
+
 // daemon applies the policy and keeps it applied until ctx ends.
 func daemon(ctx context.Context, config string, every time.Duration, stdin io.Reader, logger *log.Logger) error {
 	prog, ok := loadProgram("run", config, stdin, logger.Writer())
@@ -52,13 +79,31 @@ func daemon(ctx context.Context, config string, every time.Duration, stdin io.Re
 		return fmt.Errorf("run: apply %s: %w", prog.File, err)
 	}
 	logger.Printf("policy %s applied: %d rules; running", prog.File, len(prog.Rules))
+	ring := droplog.NewRing(1024)
+	if prog.Log.Drops {
+		ln, err := droplog.Listen(-1, nft.LogGroup, ring)
+		if err != nil {
+			return fmt.Errorf("run: drop log: %w", err)
+		}
+		defer ln.Close()
+		go func() {
+			if err := ln.Run(); err != nil && ctx.Err() == nil {
+				logger.Printf("drop log stopped: %v", err)
+			}
+		}()
+	}
 	tick := time.NewTicker(every)
 	defer tick.Stop()
+	logTick := time.NewTicker(time.Second)
+	defer logTick.Stop()
+	var logged uint64
 	for {
 		select {
 		case <-ctx.Done():
 			logger.Print("stopping; the ruleset stays in force")
 			return nil
+		case <-logTick.C:
+			logged = printDrops(logger, prog, ring, logged)
 		case <-tick.C:
 			counters, err := conn.Counters(false)
 			if err == nil && len(counters) == len(rs.Counters) {

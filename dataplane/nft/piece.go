@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
@@ -295,4 +296,35 @@ func dnat(to netip.AddrPort) piece {
 
 func masquerade() piece {
 	return piece{"masquerade", []expr.Any{&expr.Masq{}}}
+}
+
+// markSet sets the packet mark: drops carry their rule's number this way to
+// the drop log.
+func markSet(v uint32) piece {
+	return piece{fmt.Sprintf("meta mark set 0x%08x", v), []expr.Any{
+		&expr.Immediate{Register: 1, Data: native32(v)},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+	}}
+}
+
+// limitRate matches while packets stay under n per unit (with a burst of
+// five), and not beyond.
+func limitRate(n uint32, per time.Duration) piece {
+	unit, name := expr.LimitTimeSecond, "second"
+	switch per {
+	case time.Minute:
+		unit, name = expr.LimitTimeMinute, "minute"
+	case time.Hour:
+		unit, name = expr.LimitTimeHour, "hour"
+	}
+	return piece{fmt.Sprintf("limit rate %d/%s burst 5 packets", n, name), []expr.Any{
+		&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(n), Unit: unit, Burst: 5},
+	}}
+}
+
+// logGroup sends the packet to an NFLOG group with a prefix.
+func logGroup(group uint16, prefix string) piece {
+	return piece{fmt.Sprintf("log prefix %q group %d", prefix, group), []expr.Any{
+		&expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: group, Data: []byte(prefix)},
+	}}
 }

@@ -94,8 +94,16 @@ func (b *builder) addChain(name string, base *baseChain) *chain {
 	return c
 }
 
+// LogGroup is the NFLOG group dropped packets are logged to. A logged drop
+// carries its rule's index in Program.Rules, plus one, as the packet mark.
+const LogGroup = 5
+
+// LogPrefix prefixes every drop logged to LogGroup.
+const LogPrefix = "sluice drop"
+
 // add appends a rule counting into policy rule ri (when ri >= 0) and ending
-// with the given verdict piece.
+// with the given verdict piece. When the policy logs drops, a drop marks the
+// packet with its rule and goes through the rate-limited log chain.
 func (b *builder) add(c *chain, ri int, v piece, matches ...piece) {
 	ps := slices.Clone(matches)
 	comment := ""
@@ -103,6 +111,10 @@ func (b *builder) add(c *chain, ri int, v piece, matches ...piece) {
 		r := b.prog.Rules[ri]
 		ps = append(ps, counter(string(r.ID)))
 		comment = string(r.ID) + " " + r.Name
+		if b.prog.Log.Drops && v.text == "drop" {
+			ps = append(ps, markSet(uint32(ri+1)))
+			v = verdict(expr.VerdictJump, "drop_log")
+		}
 	}
 	ps = append(ps, v)
 	c.rules = append(c.rules, rule{p: join(ps...), comment: comment})
@@ -170,6 +182,14 @@ func Build(prog *policy.Program, opts policy.Options) (*Ruleset, error) {
 		if ifc.DHCP {
 			dhcpIfaces = append(dhcpIfaces, ifc)
 		}
+	}
+
+	if prog.Log.Drops {
+		// Drops from every hook meet here: logged at the policy's rate, then
+		// dropped.
+		dl := b.addChain("drop_log", nil)
+		b.add(dl, -1, logGroup(LogGroup, LogPrefix), limitRate(prog.Log.Rate.N, prog.Log.Rate.Per))
+		b.add(dl, -1, drop())
 	}
 
 	// prerouting: DHCP replies, then each zone's anti-spoof checks, then the
