@@ -12,15 +12,18 @@ import (
 	"time"
 
 	"github.com/sluicefw/sluice/dataplane/droplog"
+	"github.com/sluicefw/sluice/dataplane/netconf"
 	"github.com/sluicefw/sluice/dataplane/nft"
 	"github.com/sluicefw/sluice/dataplane/policy"
 )
 
 func runRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := newFlagSet("run", "[--config FILE]", `Run the router daemon in this network namespace: apply the policy (the
-built-in default without --config) and keep it applied, putting it back if
-the table disappears, until interrupted. On exit the ruleset stays in force:
-the box fails closed.`, stderr)
+	fs := newFlagSet("run", "[--config FILE]", `Run the router daemon in this network namespace: apply the policy's
+ruleset (the built-in default without --config), then bring its interfaces
+up with their static addresses, default routes and the forwarding sysctls,
+log every drop with its rule, and keep the ruleset applied, putting it back
+if the table disappears, until interrupted. On exit the ruleset stays in
+force: the box fails closed.`, stderr)
 	config := fs.String("config", "", "policy file (default: the built-in policy)")
 	every := fs.Duration("check", 5*time.Second, "how often to check that the ruleset is still in the kernel")
 	if code, done := parseFlags(fs, args); done {
@@ -75,8 +78,31 @@ func daemon(ctx context.Context, config string, every time.Duration, stdin io.Re
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
+	// The firewall first: forwarding is turned on only once the ruleset
+	// that guards it is in force.
 	if err := nft.Apply(conn, rs); err != nil {
 		return fmt.Errorf("run: apply %s: %w", prog.File, err)
+	}
+	report, err := netconf.Apply(prog)
+	if err != nil {
+		// The ruleset stays in force; a missing device or address is
+		// logged, and the rest of the box keeps working.
+		logger.Printf("interfaces: %v", err)
+	}
+	for _, s := range report.Sysctls {
+		logger.Printf("sysctl %s = %s", s.Path, s.Value)
+	}
+	for _, d := range report.LinksUp {
+		logger.Printf("link %s up", d)
+	}
+	for _, a := range report.Addresses {
+		logger.Printf("address %s added", a)
+	}
+	for _, rt := range report.Routes {
+		logger.Printf("route %s", rt)
+	}
+	for _, a := range report.Extra {
+		logger.Printf("address %s is not in the policy; left alone", a)
 	}
 	logger.Printf("policy %s applied: %d rules; running", prog.File, len(prog.Rules))
 	ring := droplog.NewRing(1024)
