@@ -5,6 +5,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/sluicefw/sluice/dataplane/flows"
 	"github.com/sluicefw/sluice/dataplane/nft"
 	"github.com/sluicefw/sluice/dataplane/policy"
 )
@@ -40,9 +41,12 @@ func runApply(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := newFlagSet("apply", "[FILE]", `Apply a policy once to this network namespace's kernel and exit: table
 inet sluice is replaced in one transaction, and every set is read back.
 Exits 0 when applied, 1 when the policy is invalid or the kernel refused
-it, leaving the previous ruleset in place. With no FILE, the built-in
+it, leaving the previous ruleset in place. Then every tracked connection
+the new policy would not let start is deleted (revoked), and printed;
+connections still allowed are untouched. With no FILE, the built-in
 default policy; "-" reads stdin. Needs CAP_NET_ADMIN.`, stderr)
 	timeout := fs.Duration("timeout", time.Minute, "give up on the kernel after this long")
+	keepFlows := fs.Bool("keep-flows", false, "leave existing connections alone, even those the new policy would not allow")
 	if code, done := parseFlags(fs, args); done {
 		return code
 	}
@@ -72,5 +76,24 @@ default policy; "-" reads stdin. Needs CAP_NET_ADMIN.`, stderr)
 	sets, ranges := rs.Sets()
 	fmt.Fprintf(stdout, "%s: applied table inet %s: %d rules, %d sets holding %d ranges, in %v\n",
 		prog.File, nft.TableName, len(prog.Rules), sets, ranges, time.Since(start).Round(time.Millisecond))
+	if *keepFlows {
+		return 0
+	}
+	// Connections the new policy would not let start are cut; the others
+	// go on untouched.
+	fc, err := flows.Dial(-1)
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice apply: revoking flows: %v\n", err)
+		return 1
+	}
+	defer fc.Close()
+	revoked, err := flows.Revoke(fc, prog, policy.Options{})
+	for _, f := range revoked {
+		fmt.Fprintf(stdout, "revoked %s\n", f)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice apply: revoking flows: %v\n", err)
+		return 1
+	}
 	return 0
 }

@@ -148,3 +148,48 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// sluice apply of a policy that no longer allows a live connection cuts it
+// and leaves the others alone.
+func TestApplyRevokesFlows(t *testing.T) {
+	netnstest.RequireRoot(t)
+	bin := sluiceBinary(t)
+	l := lab.New(fmt.Sprintf("sr%d", os.Getpid()))
+	if err := l.Up(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Down)
+	labPolicy := writeFile(t, "lab.yaml", string(lab.Policy()))
+	if out, err := l.Command(l.Router, bin, "apply", labPolicy).CombinedOutput(); err != nil {
+		t.Fatalf("sluice apply: %v\n%s", err, out)
+	}
+	for _, port := range []string{"80", "443"} {
+		var ln net.Listener
+		if err := lab.Do(l.Internet, func() (err error) { ln, err = net.Listen("tcp", "93.184.216.34:"+port); return err }); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				t.Cleanup(func() { c.Close() })
+			}
+		}()
+		var c net.Conn
+		if err := lab.Do(l.LAN1, func() (err error) { c, err = net.DialTimeout("tcp", "93.184.216.34:"+port, 3*time.Second); return err }); err != nil {
+			t.Fatalf("dial :%s: %v", port, err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	only443 := writeFile(t, "only443.yaml", strings.Replace(string(lab.Policy()), "ports: [tcp/80, tcp/443]", "ports: [tcp/443]", 1))
+	out, err := l.Command(l.Router, bin, "apply", only443).CombinedOutput()
+	if err != nil {
+		t.Fatalf("sluice apply: %v\n%s", err, out)
+	}
+	if !regexp.MustCompile(`(?m)^revoked tcp 192\.168\.1\.10:\d+ -> 93\.184\.216\.34:80$`).Match(out) || strings.Contains(string(out), ":443") {
+		t.Errorf("sluice apply output does not show exactly the :80 connection revoked:\n%s", out)
+	}
+}
