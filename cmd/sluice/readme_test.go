@@ -76,3 +76,22 @@ func TestReadmeExamples(t *testing.T) {
 		t.Errorf("found %d README examples, want at least 2", n)
 	}
 }
+
+// The README's full policy example is examples/office.yaml, from its first
+// key on.
+func TestReadmePolicyIsOfficeExample(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	office, err := os.ReadFile(officePolicy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(readme), "```yaml\nhostname: office-edge")
+	block, _, _ = strings.Cut(block, "```")
+	_, body, _ := strings.Cut(string(office), "hostname: office-edge")
+	if !ok || block != body {
+		t.Errorf("the README's policy example differs from %s:\n%s", officePolicy, cmp.Diff(body, block))
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -208,5 +209,65 @@ func TestLabTraffic(t *testing.T) {
 				t.Errorf("counter of %q did not move; counters that did: %v", s.rule, delta)
 			}
 		})
+	}
+}
+
+// A SYN flood from wan beyond the zone's limit is dropped by the limit rule,
+// while the connections under it still reach the port forward.
+func TestLabSYNLimit(t *testing.T) {
+	netnstest.RequireRoot(t)
+	l := lab.New(fmt.Sprintf("sy%d", os.Getpid()))
+	if err := l.Up(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Down)
+	src := strings.Replace(string(lab.Policy()), "limits: {syn: 2000/second, icmp: 1000/second}", "limits: {syn: 20/second, icmp: 5/second}", 1)
+	pol, diags := policy.Parse("limited.yaml", []byte(src))
+	if err := diags.Err(); err != nil {
+		t.Fatal(err)
+	}
+	prog, err := policy.Compile(pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := Build(prog, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open("/run/netns/" + l.Router)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	conn, err := Dial(int(f.Fd()), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Apply(conn, rs); err != nil {
+		t.Fatal(err)
+	}
+	inj, err := l.Injector(l.Internet, "eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inj.Close()
+	routerMAC, err := lab.MAC(l.Router, "eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const flood = 500
+	delta := counterDelta(t, conn, prog, func() {
+		for i := range flood {
+			pk := policy.Packet{Src: netip.MustParseAddr("93.184.216.34"), Dst: netip.MustParseAddr(lab.RouterWAN4), Proto: policy.ProtoTCP,
+				SrcPort: uint16(10000 + i), DstPort: 8080, TCPFlags: policy.TCPSyn}
+			if err := inj.Send(frame(inj.MAC, routerMAC, pk, uint16(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	})
+	limited, forwarded := delta["wan limit syn"], delta["port-forward web"]
+	if limited < flood/2 || forwarded == 0 || forwarded > flood/4 || limited+forwarded != flood {
+		t.Errorf("a %d-SYN flood against a 20/second limit: %d dropped by the limit, %d reached the port forward; want most limited, some through, none lost (%v)", flood, limited, forwarded, delta)
 	}
 }

@@ -307,6 +307,24 @@ func markSet(v uint32) piece {
 	}}
 }
 
+// limitOver matches packets beyond n per unit (after a burst of n).
+func limitOver(n uint32, per time.Duration) piece {
+	unit, name := limitUnit(per)
+	return piece{fmt.Sprintf("limit rate over %d/%s burst %d packets", n, name, n), []expr.Any{
+		&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(n), Unit: unit, Burst: n, Over: true},
+	}}
+}
+
+func limitUnit(per time.Duration) (expr.LimitTime, string) {
+	switch per {
+	case time.Minute:
+		return expr.LimitTimeMinute, "minute"
+	case time.Hour:
+		return expr.LimitTimeHour, "hour"
+	}
+	return expr.LimitTimeSecond, "second"
+}
+
 // limitRate matches while packets stay under n per unit (with a burst of
 // five), and not beyond.
 func limitRate(n uint32, per time.Duration) piece {

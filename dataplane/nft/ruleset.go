@@ -207,6 +207,22 @@ func Build(prog *policy.Program, opts policy.Options) (*Ruleset, error) {
 		b.add(pre, prog.TCPFlags, drop(), tcpFlags(f[0], f[1], false))
 	}
 	b.add(pre, prog.Invalid, drop(), ctState(ctInvalid, "invalid"))
+	// Rate limits of new connections and pings, per zone, after conntrack
+	// has sorted out what is new.
+	for _, z := range prog.Zones {
+		for _, ii := range z.Interfaces {
+			dev := prog.Interfaces[ii].Device
+			if z.SYNLimit >= 0 {
+				r := prog.Rules[z.SYNLimit].Rate
+				b.add(pre, z.SYNLimit, drop(), iifname(dev), tcpFlags(fin|syn|rst|ack, syn, false), ctState(ctNew, "new"), limitOver(r.N, r.Per))
+			}
+			if z.ICMPLimit >= 0 {
+				r := prog.Rules[z.ICMPLimit].Rate
+				b.add(pre, z.ICMPLimit, drop(), iifname(dev), portRange(unix.IPPROTO_ICMP, 8, 8, true), limitOver(r.N, r.Per))
+				b.add(pre, z.ICMPLimit, drop(), iifname(dev), portRange(unix.IPPROTO_ICMPV6, 128, 128, true), limitOver(r.N, r.Per))
+			}
+		}
+	}
 
 	for zi, z := range prog.Zones {
 		c := b.addChain("pre_"+z.Name, nil)

@@ -75,6 +75,16 @@ func Compile(p *Policy) (*Program, error) {
 	c.prog.Invalid = c.add(Rule{Kind: KindInvalid, Zone: -1, Name: "conntrack invalid", Reason: ReasonInvalidState})
 	c.prog.Established = c.add(Rule{Kind: KindEstablished, Zone: -1, Name: "conntrack established", Verdict: Accept, Reason: ReasonEstablished})
 	c.prog.NewNotSYN = c.add(Rule{Kind: KindNewNotSYN, Zone: -1, Name: "tcp new not syn", Reason: ReasonNewNotSYN})
+	for zi, z := range p.Zones {
+		cz := &c.prog.Zones[zi]
+		cz.SYNLimit, cz.ICMPLimit = -1, -1
+		if r := z.Limits.SYN; r.N > 0 {
+			cz.SYNLimit = c.add(Rule{Kind: KindSYNLimit, Zone: zi, Name: z.Name + " limit syn", Reason: ReasonOverLimit, Pos: z.Limits.Pos, Rate: r}, z.Name, r.String())
+		}
+		if r := z.Limits.ICMP; r.N > 0 {
+			cz.ICMPLimit = c.add(Rule{Kind: KindICMPLimit, Zone: zi, Name: z.Name + " limit icmp", Reason: ReasonOverLimit, Pos: z.Limits.Pos, Rate: r}, z.Name, r.String())
+		}
+	}
 	for i, pf := range p.PortForwards {
 		zi := zoneIdx[pf.From]
 		c.prog.PortForwardRules = append(c.prog.PortForwardRules, c.add(Rule{Kind: KindPortForward, Zone: zi, Name: "port-forward " + pf.Name,

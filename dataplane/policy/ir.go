@@ -35,6 +35,8 @@ const (
 	KindInvalid                   // drop packets conntrack calls invalid
 	KindEstablished               // accept established and related packets
 	KindNewNotSYN                 // drop a new TCP flow that does not start with SYN
+	KindSYNLimit                  // zone: drop new TCP connections over the zone's rate
+	KindICMPLimit                 // zone: drop echo requests over the zone's rate
 	KindPortForward               // accept (and DNAT) a port forward
 	KindICMPLocal                 // accept essential ICMP and ICMPv6 to the box
 	KindService                   // zone: accept a service on the box
@@ -58,6 +60,8 @@ var kindNames = [numKinds]string{
 	KindInvalid:       "ct-invalid",
 	KindEstablished:   "ct-established",
 	KindNewNotSYN:     "tcp-new-not-syn",
+	KindSYNLimit:      "syn-limit",
+	KindICMPLimit:     "icmp-limit",
 	KindPortForward:   "port-forward",
 	KindICMPLocal:     "icmp-local",
 	KindService:       "service",
@@ -105,6 +109,7 @@ const (
 	ReasonSameInterface
 	ReasonLocalSource
 	ReasonDHCPClient
+	ReasonOverLimit
 	numReasons
 )
 
@@ -132,6 +137,7 @@ var reasonText = [numReasons]string{
 	ReasonSameInterface:        "would leave by the interface it came in on",
 	ReasonLocalSource:          "source is one of the box's own addresses",
 	ReasonDHCPClient:           "DHCP reply to the box's DHCP client",
+	ReasonOverLimit:            "over the zone's rate limit",
 }
 
 func (r Reason) String() string {
@@ -160,6 +166,7 @@ type Rule struct {
 	To          []Destination  // KindEgressAllow (empty: any)
 	Sources     []netip.Prefix // KindSources
 	ReversePath ReversePath    // KindReversePath
+	Rate        Rate           // KindSYNLimit, KindICMPLimit
 	PortForward int            // KindPortForward: index into Program.PortForwards
 }
 
@@ -178,7 +185,8 @@ type Rule struct {
 //     address dropped; Z's bogon, reverse-path and source checks;
 //  2. impossible TCP flags dropped;
 //  3. conntrack: invalid dropped, established and related accepted, a new TCP
-//     flow that does not start with SYN dropped;
+//     flow that does not start with SYN dropped; Z's SYN and echo request
+//     rate limits (which the evaluator, seeing one packet, never exceeds);
 //  4. port forwards from Z, to one of the box's own addresses;
 //  5. to the box (its addresses, subnet broadcasts, multicast and IPv6
 //     link-local destinations): essential ICMP, Z's services, then Z's inbound setting;
@@ -231,6 +239,8 @@ type CompiledZone struct {
 	Inbound     int
 	Egress      []int // allowlist entries in order
 	EgressDflt  int
+	SYNLimit    int // rule of the zone's SYN rate limit, or -1
+	ICMPLimit   int // rule of the zone's echo request rate limit, or -1
 }
 
 // Interface returns the index of the interface the policy calls name.

@@ -196,7 +196,7 @@ func (d *decoder) ifaceAddress(s string, pos Pos) (netip.Prefix, bool) {
 	return netip.Prefix{}, false
 }
 
-var zoneKeys = []string{"antispoof", "inbound", "services", "egress"}
+var zoneKeys = []string{"antispoof", "inbound", "services", "egress", "limits"}
 
 func (d *decoder) zone(e field) Zone {
 	z := Zone{Name: e.key, Pos: e.keyPos}
@@ -220,6 +220,17 @@ func (d *decoder) zone(e field) Zone {
 			}
 		case "egress":
 			d.egress(f, what, &z.Egress)
+		case "limits":
+			z.Limits.Pos = f.keyPos
+			for _, g := range d.mapping(f.val, what+" limits", []string{"syn", "icmp"}) {
+				if r, ok := d.rate(g, what+" limits "+g.key); ok {
+					if g.key == "syn" {
+						z.Limits.SYN = r
+					} else {
+						z.Limits.ICMP = r
+					}
+				}
+			}
 		}
 	}
 	if z.Egress.Pos == (Pos{}) {
@@ -626,20 +637,27 @@ func (d *decoder) log(f field, l *Log) {
 				l.Drops = s == "true"
 			}
 		case "rate":
-			s, pos, ok := d.scalar(g.val, g.keyPos, "log rate")
-			if !ok {
-				continue
+			if r, ok := d.rate(g, "log rate"); ok {
+				l.Rate = r
 			}
-			nS, unit, _ := strings.Cut(s, "/")
-			n, err := strconv.ParseUint(nS, 10, 32)
-			per, unitOK := map[string]time.Duration{"second": time.Second, "minute": time.Minute, "hour": time.Hour}[unit]
-			if err != nil || n == 0 || !unitOK {
-				d.errorf(pos, "write N/second, N/minute or N/hour with N at least 1, such as 10/second", "log rate %q is not valid", s)
-				continue
-			}
-			l.Rate = Rate{N: uint32(n), Per: per}
 		}
 	}
+}
+
+// rate decodes N/second, N/minute or N/hour.
+func (d *decoder) rate(f field, what string) (Rate, bool) {
+	s, pos, ok := d.scalar(f.val, f.keyPos, what)
+	if !ok {
+		return Rate{}, false
+	}
+	nS, unit, _ := strings.Cut(s, "/")
+	n, err := strconv.ParseUint(nS, 10, 32)
+	per, unitOK := map[string]time.Duration{"second": time.Second, "minute": time.Minute, "hour": time.Hour}[unit]
+	if err != nil || n == 0 || !unitOK {
+		d.errorf(pos, "write N/second, N/minute or N/hour with N at least 1, such as 10/second", "%s %q is not valid", what, s)
+		return Rate{}, false
+	}
+	return Rate{N: uint32(n), Per: per}, true
 }
 
 const nameFix = "use 1 to 32 lowercase letters, digits, '-' or '_', starting with a letter"

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"net/netip"
 	"time"
 )
@@ -78,6 +79,16 @@ type Zone struct {
 	Inbound   bool // traffic from this zone to the box beyond its services is allowed
 	Services  []Service
 	Egress    Egress
+	Limits    Limits
+}
+
+// Limits cap the new connections and pings a zone may send, against
+// floods. A zero Rate is no limit. What exceeds a limit is dropped; the
+// evaluator, which sees one packet at a time, decides as if under it.
+type Limits struct {
+	Pos  Pos
+	SYN  Rate // new TCP connections (SYN), to the box and through it
+	ICMP Rate // ICMP and ICMPv6 echo requests, per address family
 }
 
 // Service is something on the box a zone may reach.
@@ -151,6 +162,12 @@ type Log struct {
 type Rate struct {
 	N   uint32
 	Per time.Duration
+}
+
+// String writes the rate the way a policy does: 10/second.
+func (r Rate) String() string {
+	unit := map[time.Duration]string{time.Second: "second", time.Minute: "minute", time.Hour: "hour"}[r.Per]
+	return fmt.Sprintf("%d/%s", r.N, unit)
 }
 
 // ICMP says whether the ICMP and ICMPv6 messages a network needs to work are
