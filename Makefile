@@ -12,7 +12,7 @@ all: build
 
 # deps installs the Debian packages the tests and the lab use, and the Go
 # modules; it skips what is already there.
-APT_PACKAGES := iproute2 nftables iputils-ping curl socat tcpdump netcat-openbsd
+APT_PACKAGES := iproute2 nftables iputils-ping curl socat tcpdump netcat-openbsd iperf3
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -45,6 +45,7 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench Evaluate -benchmem -count 5 ./dataplane/policy
 	$(GO) test -run '^$$' -bench Apply -benchtime 2x ./dataplane/nft
+	$(GO) test -run '^$$' -bench Forward -benchtime 1x -count 3 ./dataplane/nft
 
 # run does the most real thing sluice can do until the appliance image
 # exists: a lab of network namespaces with sluice routing between an
