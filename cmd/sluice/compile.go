@@ -17,18 +17,9 @@ FILE, the built-in default policy; "-" reads stdin.`, stderr)
 	if code, done := parseFlags(fs, args); done {
 		return code
 	}
-	if fs.NArg() > 1 {
-		fmt.Fprintln(stderr, "sluice compile: want at most one FILE")
-		return 2
-	}
-	prog, ok := loadProgram("compile", fs.Arg(0), stdin, stderr)
-	if !ok {
-		return 1
-	}
-	rs, err := nft.Build(prog, policy.Options{})
-	if err != nil {
-		fmt.Fprintf(stderr, "sluice compile: %v\n", err)
-		return 1
+	_, rs, code := loadRuleset("compile", fs.Args(), stdin, stderr)
+	if rs == nil {
+		return code
 	}
 	if err := rs.WriteText(stdout); err != nil {
 		fmt.Fprintf(stderr, "sluice compile: %v\n", err)
@@ -50,18 +41,9 @@ default policy; "-" reads stdin. Needs CAP_NET_ADMIN.`, stderr)
 	if code, done := parseFlags(fs, args); done {
 		return code
 	}
-	if fs.NArg() > 1 {
-		fmt.Fprintln(stderr, "sluice apply: want at most one FILE")
-		return 2
-	}
-	prog, ok := loadProgram("apply", fs.Arg(0), stdin, stderr)
-	if !ok {
-		return 1
-	}
-	rs, err := nft.Build(prog, policy.Options{})
-	if err != nil {
-		fmt.Fprintf(stderr, "sluice apply: %v\n", err)
-		return 1
+	prog, rs, code := loadRuleset("apply", fs.Args(), stdin, stderr)
+	if rs == nil {
+		return code
 	}
 	conn, err := nft.Dial(-1, *timeout)
 	if err != nil {
@@ -96,4 +78,28 @@ default policy; "-" reads stdin. Needs CAP_NET_ADMIN.`, stderr)
 		return 1
 	}
 	return 0
+}
+
+// loadRuleset reads the policy named by args (at most one FILE) and builds
+// its ruleset for command cmd. On failure it has printed why and returns a
+// nil Ruleset with the exit code.
+func loadRuleset(cmd string, args []string, stdin io.Reader, stderr io.Writer) (*policy.Program, *nft.Ruleset, int) {
+	if len(args) > 1 {
+		fmt.Fprintf(stderr, "sluice %s: want at most one FILE\n", cmd)
+		return nil, nil, 2
+	}
+	file := ""
+	if len(args) == 1 {
+		file = args[0]
+	}
+	prog, ok := loadProgram(cmd, file, stdin, stderr)
+	if !ok {
+		return nil, nil, 1
+	}
+	rs, err := nft.Build(prog, policy.Options{})
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice %s: %v\n", cmd, err)
+		return nil, nil, 1
+	}
+	return prog, rs, 0
 }

@@ -1,54 +1,23 @@
 package droplog
 
 import (
-	"fmt"
 	"net"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/sluicefw/sluice/dataplane/nft"
-	"github.com/sluicefw/sluice/dataplane/policy"
 	"github.com/sluicefw/sluice/internal/lab"
-	"github.com/sluicefw/sluice/internal/netnstest"
+	"github.com/sluicefw/sluice/internal/labtest"
 )
 
 // A denied packet in the lab reaches the drop log with the rule that
 // dropped it; a burst of ten thousand is counted by the kernel but logged at
 // the policy's rate, and the ring never holds more than its size.
 func TestDropLogInLab(t *testing.T) {
-	netnstest.RequireRoot(t)
-	l := lab.New(fmt.Sprintf("dl%d", os.Getpid()))
-	if err := l.Up(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(l.Down)
-	pol, diags := policy.Parse("lab.yaml", lab.Policy())
-	if err := diags.Err(); err != nil {
-		t.Fatal(err)
-	}
-	prog, err := policy.Compile(pol)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := nft.Build(prog, policy.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open("/run/netns/" + l.Router)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	conn, err := nft.Dial(int(f.Fd()), time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nft.Apply(conn, rs); err != nil {
-		t.Fatal(err)
-	}
+	r := labtest.New(t)
+	l, prog, conn := r.Lab, labtest.Compile(t, "lab.yaml", lab.Policy()), r.NFT
 	ring := NewRing(64)
-	ln, err := Listen(int(f.Fd()), nft.LogGroup, ring)
+	ln, err := Listen(r.NSFd, nft.LogGroup, ring)
 	if err != nil {
 		t.Fatal(err)
 	}

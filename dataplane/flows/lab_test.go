@@ -3,70 +3,30 @@ package flows
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"io/fs"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/sluicefw/sluice/dataplane/nft"
 	"github.com/sluicefw/sluice/dataplane/policy"
 	"github.com/sluicefw/sluice/internal/lab"
-	"github.com/sluicefw/sluice/internal/netnstest"
+	"github.com/sluicefw/sluice/internal/labtest"
 )
 
-var labSeq atomic.Int64
-
-// router is a lab whose router runs a policy, with a descriptor of the
-// router's namespace.
-type router struct {
-	*lab.Lab
-	nsFd int
-	nft  *nft.Conn
-}
+// router is a lab whose router runs a policy.
+type router struct{ *labtest.Lab }
 
 // labRouter brings up a lab with the lab policy applied on its router.
-func labRouter(t *testing.T) *router {
-	t.Helper()
-	netnstest.RequireRoot(t)
-	l := lab.New(fmt.Sprintf("fl%d-%d", os.Getpid()%100000, labSeq.Add(1)))
-	if err := l.Up(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(l.Down)
-	f, err := os.Open("/run/netns/" + l.Router)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	conn, err := nft.Dial(int(f.Fd()), time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &router{Lab: l, nsFd: int(f.Fd()), nft: conn}
-	r.apply(t, compile(t, "lab.yaml", lab.Policy()))
-	return r
-}
+func labRouter(t *testing.T) *router { return &router{labtest.New(t)} }
 
 // apply puts prog's ruleset on the router.
-func (r *router) apply(t *testing.T, prog *policy.Program) {
-	t.Helper()
-	rs, err := nft.Build(prog, policy.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nft.Apply(r.nft, rs); err != nil {
-		t.Fatal(err)
-	}
-}
+func (r *router) apply(t *testing.T, prog *policy.Program) { r.Apply(t, prog) }
 
 // sysctl runs sysctl with args in namespace ns and returns its output.
 func (r *router) sysctl(t *testing.T, ns string, args ...string) string {
@@ -81,7 +41,7 @@ func (r *router) sysctl(t *testing.T, ns string, args ...string) string {
 // dialFlows connects to the router's conntrack table.
 func (r *router) dialFlows(t *testing.T) *Conn {
 	t.Helper()
-	c, err := Dial(r.nsFd)
+	c, err := Dial(r.NSFd)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/sluicefw/sluice/dataplane/policy"
 	"github.com/sluicefw/sluice/internal/lab"
+	"github.com/sluicefw/sluice/internal/labtest"
 	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
 )
@@ -19,15 +20,7 @@ var equateAddrs = cmpopts.EquateComparable(netip.Addr{}, netip.AddrPort{})
 
 func compile(t testing.TB, name string, src []byte) *policy.Program {
 	t.Helper()
-	pol, diags := policy.Parse(name, src)
-	if err := diags.Err(); err != nil {
-		t.Fatalf("parse %s:\n%v", name, err)
-	}
-	prog, err := policy.Compile(pol)
-	if err != nil {
-		t.Fatalf("compile %s: %v", name, err)
-	}
-	return prog
+	return labtest.Compile(t, name, src)
 }
 
 // labPolicy returns the lab's policy with old replaced by new, failing the
