@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/sluicefw/sluice/dataplane/flows"
@@ -53,6 +54,9 @@ default policy; "-" reads stdin. Needs CAP_NET_ADMIN.`, stderr)
 	start := time.Now()
 	if err := nft.Apply(conn, rs); err != nil {
 		fmt.Fprintf(stderr, "sluice apply: %s: %v; the previous ruleset is still in force\n", prog.File, err)
+		if where := refusal(prog, rs, *timeout); where != "" {
+			fmt.Fprintln(stderr, where)
+		}
 		return 1
 	}
 	sets, ranges := rs.Sets()
@@ -102,4 +106,28 @@ func loadRuleset(cmd string, args []string, stdin io.Reader, stderr io.Writer) (
 		return nil, nil, 1
 	}
 	return prog, rs, 0
+}
+
+// refusal ties a refused transaction to the policy: it finds the rule the
+// kernel refuses (in a scratch namespace) and names the policy line it came
+// from, as FILE:LINE:COL: what was refused; what to do. It returns "" when
+// no single rule is to blame.
+func refusal(prog *policy.Program, rs *nft.Ruleset, timeout time.Duration) string {
+	r, err := nft.Locate(rs, timeout)
+	if err != nil || r == nil {
+		return ""
+	}
+	if r.Text == "" {
+		return fmt.Sprintf("%s: the kernel refused the ruleset's sets or counters: %v; check that the kernel has nf_tables set support", prog.File, r.Err)
+	}
+	id, _, _ := strings.Cut(r.Comment, " ")
+	pos := "1:1"
+	name := "a rule sluice adds itself"
+	if pr, ok := prog.Rule(policy.RuleID(id)); ok {
+		name = string(pr.ID) + " " + pr.Name
+		if pr.Pos != (policy.Pos{}) {
+			pos = pr.Pos.String()
+		}
+	}
+	return fmt.Sprintf("%s:%s: the kernel refused %s (chain %s: %s): %v; this kernel may lack the feature the rule needs (see the nftables modules it loads)", prog.File, pos, name, r.Chain, r.Text, r.Err)
 }

@@ -206,3 +206,22 @@ func bigAllowlistProgram(n int) (*policy.Program, error) {
 	pol.Zones[1].Egress = policy.Egress{DefaultAllow: false, Allow: []policy.AllowEntry{entry}}
 	return policy.Compile(pol)
 }
+
+// Locate finds the rule the kernel refuses, in a scratch namespace.
+func TestLocateRefusedRule(t *testing.T) {
+	netnstest.RequireRoot(t)
+	bad := build(t, policies["office"])
+	c := bad.chains[len(bad.chains)-2]
+	c.rules = append(c.rules[:1], append([]rule{{p: verdict(expr.VerdictJump, "no_such_chain"), comment: "rX the bad one"}}, c.rules[1:]...)...)
+	got, err := Locate(bad, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got == nil || got.Comment != "rX the bad one" || got.Chain != c.name || got.Err == nil {
+		t.Errorf("Locate = %+v, want the jump to no_such_chain in %s", got, c.name)
+	}
+	good, err := Locate(build(t, policies["office"]), time.Minute)
+	if err != nil || good != nil {
+		t.Errorf("Locate of a good ruleset = %+v, %v; want nil, nil", good, err)
+	}
+}
