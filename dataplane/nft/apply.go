@@ -90,6 +90,14 @@ func (c *Conn) raw() (*netlink.Conn, error) {
 // was. Other tables are never touched. It then reads the sets back and fails
 // if the kernel holds fewer elements than were sent.
 func Apply(conn *Conn, rs *Ruleset) error {
+	if err := conn.send(rs); err != nil {
+		return err
+	}
+	return conn.verify(rs)
+}
+
+// send builds and flushes the transaction.
+func (conn *Conn) send(rs *Ruleset) error {
 	c := conn.nft
 	t := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
 	c.AddTable(t)
@@ -141,7 +149,7 @@ func Apply(conn *Conn, rs *Ruleset) error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables transaction (table inet %s, %d sets, %d chains): %w", TableName, len(rs.sets), len(rs.chains), err)
 	}
-	return conn.verify(rs)
+	return nil
 }
 
 // elements turns ranges into interval set elements: each range starts with
