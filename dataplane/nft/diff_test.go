@@ -122,13 +122,13 @@ type probe struct {
 var (
 	wanSources = addrs("93.184.216.34", "1.1.1.1", "8.8.8.8", "81.0.0.1", "81.0.0.77", "10.1.2.3", "192.168.1.50", "100.64.1.1",
 		"198.51.100.7", "192.0.0.9", "172.16.5.5", "81.0.0.2",
-		"2606:4700::1", "2a00:1::1", "2a00:1::77", "2001:db8::1", "fd00:53:1::77", "2a00:1::2", "fe80::1234", "2001:4:112::1")
+		"2606:4700::1", "2a00:1::1", "2a00:1::77", "2001:db8::1", "fd00:53:1::77", "2a00:1::2", "fe80::1234", "2001:4:112::1", "169.254.7.7")
 	lanSources = addrs("192.168.1.10", "192.168.1.11", "192.168.1.50", "192.168.1.200", "8.8.4.4", "10.9.9.9", "192.168.1.1",
-		"fd00:53:1::10", "fd00:53:1::50", "2606:4700::5", "fd00:53:1::1", "fe80::10")
+		"fd00:53:1::10", "fd00:53:1::50", "2606:4700::5", "fd00:53:1::1", "fe80::10", "169.254.10.10")
 	lanHosts     = addrs("192.168.1.10", "192.168.1.11", "fd00:53:1::10", "fd00:53:1::11")
 	destinations = addrs("81.0.0.2", "192.168.1.1", "255.255.255.255", "93.184.216.34", "93.184.216.255", "93.184.217.0", "1.1.1.1", "8.8.8.8",
 		"192.168.1.10", "192.168.1.11", "81.0.0.1", "81.0.0.99", "5.6.7.8",
-		"2a00:1::2", "fd00:53:1::1", "2606:4700::1", "2606:4700:ffff::1", "2606:4701::1", "fd00:53:1::10", "2a00:1::1", "2a00:2::1")
+		"2a00:1::2", "fd00:53:1::1", "2606:4700::1", "2606:4700:ffff::1", "2606:4701::1", "fd00:53:1::10", "2a00:1::1", "2a00:2::1", "169.254.1.1")
 	ports = []uint16{22, 53, 80, 443, 999, 1000, 2000, 2001, 5353, 7999, 8000, 8010, 8011, 8080, 27000, 27010, 27011}
 )
 
@@ -138,33 +138,6 @@ func addrs(ss ...string) []netip.Addr {
 		out[i] = netip.MustParseAddr(s)
 	}
 	return out
-}
-
-// kernelState is the conntrack state Linux gives a lone packet of a flow it
-// has not seen (with nf_conntrack_tcp_loose=0): only a bare SYN, UDP and the
-// ICMP requests that open a flow are new; everything else is invalid.
-func kernelState(pk *policy.Packet) policy.CTState {
-	switch pk.Proto {
-	case policy.ProtoTCP:
-		if pk.TCPFlags&(policy.TCPSyn|policy.TCPAck|policy.TCPRst|policy.TCPFin) == policy.TCPSyn {
-			return policy.StateNew
-		}
-	case policy.ProtoUDP:
-		return policy.StateNew
-	case policy.ProtoICMP:
-		switch pk.ICMPType {
-		case 8, 13, 15, 17: // echo, timestamp, information and address mask requests
-			return policy.StateNew
-		}
-	case policy.ProtoICMPv6:
-		if pk.ICMPType == 128 {
-			return policy.StateNew
-		}
-		if pk.ICMPType >= 130 && pk.ICMPType <= 143 {
-			return policy.StateNew // neighbour discovery and MLD are not tracked as invalid
-		}
-	}
-	return policy.StateInvalid
 }
 
 func genProbe(rng *rand.Rand, seq int) probe {
@@ -205,7 +178,7 @@ func genProbe(rng *rand.Rand, seq int) probe {
 			pk.Proto, pk.ICMPType = policy.ProtoICMPv6, pick(rng, uint8(128), 128, 1, 2, 3, 129, 135, 136)
 		}
 	}
-	pk.State = kernelState(&pk)
+	pk.State = policy.FirstState(&pk)
 	p.pk = pk
 	p.text = fmt.Sprintf("proto %d %s:%d -> %s:%d in %s flags=%#x icmp=%d state=%s", pk.Proto, pk.Src, pk.SrcPort, pk.Dst, pk.DstPort, p.in, pk.TCPFlags, pk.ICMPType, pk.State)
 	id := uint16(seq)

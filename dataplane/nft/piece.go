@@ -252,8 +252,6 @@ func daddrType(t uint32) piece {
 	}}
 }
 
-// daddrLocal matches packets addressed to one of the box's addresses.
-func daddrLocal() piece { return daddrType(rtnLocal) }
 
 // counter counts into the named counter of a policy rule.
 func counter(name string) piece {

@@ -257,7 +257,13 @@ func Build(prog *policy.Program, opts policy.Options) (*Ruleset, error) {
 	for i, pf := range prog.PortForwards {
 		ri := prog.PortForwardRules[i]
 		for _, ii := range prog.Zones[prog.Rules[ri].Zone].Interfaces {
-			b.add(dstnat, -1, dnat(pf.To), iifname(prog.Interfaces[ii].Device), nfproto(pf.To.Addr().Is4()), daddrLocal(), portRange(pf.Port.Proto, pf.Port.Lo, pf.Port.Hi, true))
+			box := box6
+			if pf.To.Addr().Is4() {
+				box = box4
+			}
+			// The box's own addresses, as the evaluator has them: not every
+			// local address (fib daddr type local would take 127.0.0.1 too).
+			b.add(dstnat, -1, dnat(pf.To), iifname(prog.Interfaces[ii].Device), addrInSet(pf.To.Addr().Is4(), false, false, box), portRange(pf.Port.Proto, pf.Port.Lo, pf.Port.Hi, true))
 		}
 	}
 

@@ -26,6 +26,35 @@ func (s CTState) String() string {
 	return "invalid"
 }
 
+// FirstState is the conntrack state Linux gives a packet of a flow it has
+// not seen (with nf_conntrack_tcp_loose=0, as sluice sets it): new for a
+// bare TCP SYN, for UDP, and for the ICMP requests that open a flow (echo,
+// timestamp, information and address mask; ICMPv6 echo), and for IPv6
+// neighbour discovery and multicast listener messages; invalid for
+// everything else, an ICMP error that quotes no known flow among them.
+func FirstState(pk *Packet) CTState {
+	switch pk.Proto {
+	case ProtoTCP:
+		if pk.TCPFlags&(TCPSyn|TCPAck|TCPRst|TCPFin) == TCPSyn {
+			return StateNew
+		}
+	case ProtoUDP:
+		return StateNew
+	case ProtoICMP:
+		switch pk.ICMPType {
+		case 8, 13, 15, 17:
+			return StateNew
+		}
+	case ProtoICMPv6:
+		if pk.ICMPType == 128 || pk.ICMPType >= 130 && pk.ICMPType <= 143 {
+			return StateNew
+		}
+	default:
+		return StateNew
+	}
+	return StateInvalid
+}
+
 // ParseCTState parses new, established, related or invalid.
 func ParseCTState(s string) (CTState, bool) {
 	for i, n := range ctStateNames {
@@ -264,9 +293,9 @@ func (e *Evaluator) Evaluate(pk *Packet) Decision {
 	ze := &e.zones[zi]
 	src, dst := pk.Src, pk.Dst
 	onLink := linkScoped(src)
-	// Every interface has an IPv6 link-local address, and a link-local
-	// destination can only be the box.
-	toBox := e.local.Contains(dst) || dst.IsLinkLocalUnicast()
+	// Every interface has an IPv6 link-local address, and an IPv6
+	// link-local destination can only be the box.
+	toBox := e.local.Contains(dst) || dst.Is6() && dst.IsLinkLocalUnicast()
 
 	// 0. DHCP replies to the box's own DHCP client, before anti-spoof: the
 	// server's address may be private, and before the lease the box has no

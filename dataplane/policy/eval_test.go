@@ -115,7 +115,7 @@ forward: [{from: a, to: b}]
 		{"ssh from iot", "tcp 192.168.20.5:40000 -> 192.168.20.1:22 in iot", Drop, "iot inbound deny", KindInbound, ""},
 		{"mgmt inbound allow", "tcp 10.99.0.5:40000 -> 10.99.0.1:9999 in mgmt", Accept, "mgmt inbound allow", KindInbound, ""},
 		{"subnet broadcast is the box", "udp 192.168.1.10:137 -> 192.168.1.255:137 in lan", Drop, "lan inbound deny", KindInbound, ""},
-		{"essential icmp to box from wan", "icmp/destination-unreachable 93.184.216.34 -> 100.64.10.2 in wan", Accept, "icmp essential to box", KindICMPLocal, ""},
+		{"essential icmp to box from wan", "icmp/destination-unreachable 93.184.216.34 -> 100.64.10.2 in wan new", Accept, "icmp essential to box", KindICMPLocal, ""},
 		{"router advertisement from wan", "icmpv6/134 [fe80::1] -> [ff02::1] in wan", Accept, "icmp essential to box", KindICMPLocal, ""},
 
 		// Forwarding.
@@ -130,8 +130,10 @@ forward: [{from: a, to: b}]
 		{"neighbour advertisement to the box's link-local", "icmpv6/136 [fe80::2] -> [fe80::1] in lan", Accept, "icmp essential to box", KindICMPLocal, ""},
 		{"wan back out wan", "tcp 8.8.8.8:1234 -> 1.1.1.1:80 in wan", Drop, "forward deny", KindForwardDeny, ""},
 		{"lan back out lan", "tcp 192.168.1.10:1234 -> 192.168.1.20:80 in lan", Drop, "forward deny", KindForwardDeny, ""},
-		{"forwarded essential icmp error", "icmp/time-exceeded 93.184.216.34 -> 192.168.1.10 in wan", Accept, "icmp essential forwarded", KindICMPForward, ""},
-		{"forwarded packet too big v6", "icmpv6/packet-too-big [2606:4700::1] -> [fd00:53:1::10] in wan", Accept, "icmp essential forwarded", KindICMPForward, ""},
+		{"forwarded essential icmp error", "icmp/time-exceeded 93.184.216.34 -> 192.168.1.10 in wan new", Accept, "icmp essential forwarded", KindICMPForward, ""},
+		{"forwarded packet too big v6", "icmpv6/packet-too-big [2606:4700::1] -> [fd00:53:1::10] in wan new", Accept, "icmp essential forwarded", KindICMPForward, ""},
+		{"unsolicited icmp error is invalid by default", "icmp/time-exceeded 93.184.216.34 -> 192.168.1.10 in wan", Drop, "conntrack invalid", KindInvalid, ""},
+		{"v4 link-local destination is not the box", "tcp 192.168.1.10:1000 -> 169.254.1.1:22 in lan", Drop, "link-local", KindLinkLocal, ""},
 		{"forwarded echo is not essential", "icmp 93.184.216.34 -> 192.168.1.10 in wan", Drop, "forward deny", KindForwardDeny, ""},
 
 		// Egress allowlists.

@@ -15,9 +15,12 @@ import (
 // "icmpv6/packet-too-big [2001:db8::1] -> [fd00:53:1::10] in wan". PROTO is
 // tcp, udp, icmp or icmpv6, optionally with an ICMP type (icmp/echo-request,
 // the default, or icmp/3). IPv6 addresses with a port are bracketed. IFACE is
-// an interface name from the policy. STATE is new (the default),
-// established, related or invalid. FLAGS are TCP flag letters F S R P A U; by
-// default a new TCP packet is a SYN and any other an ACK.
+// an interface name from the policy. STATE is new, established, related or
+// invalid; by default it is what Linux's conntrack gives a lone packet of
+// that kind (FirstState): new for a TCP SYN, UDP and ICMP requests, invalid
+// for an ICMP error or a TCP segment that is not a bare SYN. FLAGS are TCP
+// flag letters F S R P A U; by default a TCP packet is a SYN, or an ACK when
+// the state given is not new.
 func (p *Program) ParsePacket(text string) (Packet, error) {
 	var pk Packet
 	f := strings.Fields(text)
@@ -111,6 +114,12 @@ func (p *Program) ParsePacket(text string) (Packet, error) {
 		if pk.State == StateNew {
 			pk.TCPFlags = TCPSyn
 		}
+	}
+	if !stateSet {
+		// What the kernel would call a lone packet of this kind: an ICMP
+		// error quoting no flow, or a TCP segment without a bare SYN, is
+		// invalid.
+		pk.State = FirstState(&pk)
 	}
 	return pk, nil
 }

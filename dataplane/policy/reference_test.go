@@ -109,7 +109,7 @@ func (l *linearEvaluator) Evaluate(pk *Packet) Decision {
 	z := p.Zones[zi]
 	src, dst := pk.Src, pk.Dst
 	srcLink := src.IsUnspecified() || src.IsLinkLocalUnicast()
-	local := l.isLocal(dst) || dst.IsLinkLocalUnicast()
+	local := l.isLocal(dst) || dst.Is6() && dst.IsLinkLocalUnicast()
 	if local && p.DHCPClient >= 0 && p.Interfaces[pk.In].DHCP && pk.Proto == ProtoUDP && pk.SrcPort == 67 && pk.DstPort == 68 {
 		return dec(p.DHCPClient)
 	}
