@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -46,13 +47,26 @@ default policy; "-" reads stdin. Needs CAP_NET_ADMIN.`, stderr)
 	if rs == nil {
 		return code
 	}
+	// Addresses a DHCP uplink holds now are the box's own.
+	opts := learned(prog)
+	if len(opts.Addresses) > 0 {
+		var err error
+		if rs, err = nft.Build(prog, opts); err != nil {
+			fmt.Fprintf(stderr, "sluice apply: %v\n", err)
+			return 1
+		}
+	}
 	conn, err := nft.Dial(-1, *timeout)
 	if err != nil {
 		fmt.Fprintf(stderr, "sluice apply: %v\n", err)
 		return 1
 	}
 	start := time.Now()
-	if err := nft.Apply(conn, rs); err != nil {
+	if err := nft.Apply(conn, rs); errors.Is(err, nft.ErrShortSet) {
+		// Sent and committed, but the kernel holds less than was sent.
+		fmt.Fprintf(stderr, "sluice apply: %s: %v; the new ruleset is in force but incomplete: apply again\n", prog.File, err)
+		return 1
+	} else if err != nil {
 		fmt.Fprintf(stderr, "sluice apply: %s: %v; the previous ruleset is still in force\n", prog.File, err)
 		if where := refusal(prog, rs, *timeout); where != "" {
 			fmt.Fprintln(stderr, where)
@@ -69,16 +83,16 @@ default policy; "-" reads stdin. Needs CAP_NET_ADMIN.`, stderr)
 	// go on untouched.
 	fc, err := flows.Dial(-1)
 	if err != nil {
-		fmt.Fprintf(stderr, "sluice apply: revoking flows: %v\n", err)
+		fmt.Fprintf(stderr, "sluice apply: the new ruleset is in force; revoking flows: %v\n", err)
 		return 1
 	}
 	defer fc.Close()
-	revoked, err := flows.Revoke(fc, prog, policy.Options{})
+	revoked, err := flows.Revoke(fc, prog, opts)
 	for _, f := range revoked {
 		fmt.Fprintf(stdout, "revoked %s\n", f)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "sluice apply: revoking flows: %v\n", err)
+		fmt.Fprintf(stderr, "sluice apply: the new ruleset is in force; revoking flows: %v\n", err)
 		return 1
 	}
 	return 0

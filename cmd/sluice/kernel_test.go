@@ -193,3 +193,51 @@ func TestApplyRevokesFlows(t *testing.T) {
 		t.Errorf("sluice apply output does not show exactly the :80 connection revoked:\n%s", out)
 	}
 }
+
+// With a DHCP uplink, the address the uplink holds is the box's own: it is
+// in the box's address set, and applying again leaves the box's own
+// connections alone.
+func TestApplyDHCPUplinkAddresses(t *testing.T) {
+	netnstest.RequireRoot(t)
+	bin := sluiceBinary(t)
+	l := lab.New(fmt.Sprintf("sh%d", os.Getpid()))
+	if err := l.Up(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Down)
+	apply := func() string {
+		out, err := l.Command(l.Router, bin, "apply", homePolicy).CombinedOutput()
+		if err != nil {
+			t.Fatalf("sluice apply %s: %v\n%s", homePolicy, err, out)
+		}
+		return string(out)
+	}
+	apply()
+	set, err := l.Command(l.Router, "nft", "list", "set", "inet", "sluice", "box4").Output()
+	if err != nil || !strings.Contains(string(set), lab.RouterWAN4) {
+		t.Errorf("box4 lacks the uplink's address %s (%v):\n%s", lab.RouterWAN4, err, set)
+	}
+	var ln net.Listener
+	if err := lab.Do(l.Internet, func() (err error) { ln, err = net.Listen("tcp", "93.184.216.34:7777"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	var c net.Conn
+	if err := lab.Do(l.Router, func() (err error) { c, err = net.DialTimeout("tcp", "93.184.216.34:7777", 3*time.Second); return err }); err != nil {
+		t.Fatalf("the box's own connection: %v", err)
+	}
+	defer c.Close()
+	if out := apply(); strings.Contains(out, "revoked") {
+		t.Errorf("applying the same policy again revoked a connection:\n%s", out)
+	}
+}
+

@@ -70,7 +70,8 @@ func daemon(ctx context.Context, config string, every time.Duration, stdin io.Re
 	if !ok {
 		return fmt.Errorf("run: no valid policy to apply")
 	}
-	rs, err := nft.Build(prog, policy.Options{})
+	opts := learned(prog)
+	rs, err := nft.Build(prog, opts)
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
@@ -131,6 +132,20 @@ func daemon(ctx context.Context, config string, every time.Duration, stdin io.Re
 		case <-logTick.C:
 			logged = printDrops(logger, prog, ring, logged)
 		case <-tick.C:
+			// A DHCP uplink's addresses are the box's own: when they
+			// change, the ruleset is built again with them.
+			if now := learned(prog); !sameOptions(now, opts) {
+				if next, err := nft.Build(prog, now); err != nil {
+					logger.Printf("build with the uplink's new addresses: %v", err)
+				} else {
+					logger.Printf("uplink addresses now %v; applying %s again", now.Addresses, prog.File)
+					opts, rs = now, next
+					if err := nft.Apply(conn, rs); err != nil {
+						logger.Printf("apply %s: %v", prog.File, err)
+					}
+					continue
+				}
+			}
 			counters, err := conn.Counters(false)
 			if err == nil && len(counters) == len(rs.Counters) {
 				continue

@@ -48,8 +48,8 @@ type Ring struct {
 	invalid uint64 // messages that could not be decoded
 }
 
-// NewRing returns a ring keeping the latest n records.
-func NewRing(n int) *Ring { return &Ring{recs: make([]Record, n)} }
+// NewRing returns a ring keeping the latest n records (at least one).
+func NewRing(n int) *Ring { return &Ring{recs: make([]Record, max(n, 1))} }
 
 func (r *Ring) add(rec *Record) {
 	r.mu.Lock()

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+
+	"github.com/sluicefw/sluice/dataplane/policy"
+)
+
+// learned returns the addresses the policy's DHCP interfaces hold now, in
+// this network namespace: a lease's IPv4 address and the IPv6 addresses the
+// uplink configured itself. They are the box's own addresses, and their
+// prefixes are their zone's own (exempt from the bogon check), as static
+// ones are. Interfaces without DHCP, or not present, contribute nothing.
+func learned(prog *policy.Program) policy.Options {
+	opts := policy.Options{Addresses: map[string][]netip.Prefix{}}
+	for _, ifc := range prog.Interfaces {
+		if !ifc.DHCP {
+			continue
+		}
+		dev, err := net.InterfaceByName(ifc.Device)
+		if err != nil {
+			continue // not there (yet): nothing learned
+		}
+		addrs, err := dev.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok {
+				continue
+			}
+			ip = ip.Unmap()
+			if !ip.IsGlobalUnicast() {
+				continue // link-local, loopback, multicast: not a lease
+			}
+			bits, _ := ipn.Mask.Size()
+			pfx := netip.PrefixFrom(ip, bits)
+			if !slices.Contains(ifc.Addresses, pfx) {
+				opts.Addresses[ifc.Name] = append(opts.Addresses[ifc.Name], pfx)
+			}
+		}
+	}
+	return opts
+}
+
+// sameOptions reports whether two sets of learned addresses are equal.
+func sameOptions(a, b policy.Options) bool {
+	if len(a.Addresses) != len(b.Addresses) {
+		return false
+	}
+	for k, v := range a.Addresses {
+		if !slices.Equal(v, b.Addresses[k]) {
+			return false
+		}
+	}
+	return true
+}
