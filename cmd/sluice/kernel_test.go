@@ -240,4 +240,3 @@ func TestApplyDHCPUplinkAddresses(t *testing.T) {
 		t.Errorf("applying the same policy again revoked a connection:\n%s", out)
 	}
 }
-

@@ -252,7 +252,6 @@ func daddrType(t uint32) piece {
 	}}
 }
 
-
 // counter counts into the named counter of a policy rule.
 func counter(name string) piece {
 	return piece{fmt.Sprintf("counter name %q", name), []expr.Any{&expr.Objref{Type: 1, Name: name}}}
