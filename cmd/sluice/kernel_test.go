@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -83,7 +82,7 @@ func TestApplyCommand(t *testing.T) {
 func TestLabRunCommand(t *testing.T) {
 	netnstest.RequireRoot(t)
 	bin := sluiceBinary(t)
-	prefix := fmt.Sprintf("sc%d", os.Getpid())
+	prefix := netnstest.Name("labrun")
 	cmd := exec.Command(bin, "lab", "run", "--prefix", prefix)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -154,7 +153,7 @@ func (s *syncBuffer) String() string {
 func TestApplyRevokesFlows(t *testing.T) {
 	netnstest.RequireRoot(t)
 	bin := sluiceBinary(t)
-	l := lab.New(fmt.Sprintf("sr%d", os.Getpid()))
+	l := lab.New(netnstest.Name("revoke"))
 	if err := l.Up(); err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +199,7 @@ func TestApplyRevokesFlows(t *testing.T) {
 func TestApplyDHCPUplinkAddresses(t *testing.T) {
 	netnstest.RequireRoot(t)
 	bin := sluiceBinary(t)
-	l := lab.New(fmt.Sprintf("sh%d", os.Getpid()))
+	l := lab.New(netnstest.Name("dhcp"))
 	if err := l.Up(); err != nil {
 		t.Fatal(err)
 	}

@@ -342,7 +342,7 @@ func newNetNS(t *testing.T) *netnstest.NS {
 		_, err := exec.LookPath(tool)
 		netnstest.Require(t, err == nil, "needs the %s tool", tool)
 	}
-	name := fmt.Sprintf("sluice-netconf-%d-%d", os.Getpid(), nsSeq.Add(1))
+	name := netnstest.Name("netconf")
 	_ = exec.Command("ip", "netns", "del", name).Run() // a leftover of the same name, if any
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add %s: %v: %s", name, err, out)

@@ -253,7 +253,7 @@ func frame(srcMAC, dstMAC net.HardwareAddr, pk policy.Packet, id uint16) []byte 
 // to be the rule the evaluator names.
 func TestDifferential(t *testing.T) {
 	netnstest.RequireRoot(t)
-	l := lab.New(fmt.Sprintf("sd%d-%d", os.Getpid(), time.Now().UnixNano()%100000))
+	l := lab.New(netnstest.Name("diff"))
 	if err := l.Up(); err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ func BenchmarkForward(b *testing.B) {
 	if _, err := exec.LookPath("iperf3"); err != nil {
 		b.Skip("needs iperf3 (make deps installs it)")
 	}
-	l := lab.New(fmt.Sprintf("bf%d", os.Getpid()))
+	l := lab.New(netnstest.Name("fwd"))
 	if err := l.Up(); err != nil {
 		b.Fatal(err)
 	}

@@ -24,7 +24,7 @@ import (
 func labRouter(t *testing.T, src []byte) (*lab.Lab, *policy.Program, *Conn) {
 	t.Helper()
 	netnstest.RequireRoot(t)
-	l := lab.New(fmt.Sprintf("sl%d-%d", os.Getpid(), time.Now().UnixNano()%100000))
+	l := lab.New(netnstest.Name("lab"))
 	if err := l.Up(); err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@
 package labtest
 
 import (
-	"fmt"
 	"os"
 	"sync/atomic"
 	"testing"
@@ -31,7 +30,7 @@ type Lab struct {
 func New(t testing.TB) *Lab {
 	t.Helper()
 	netnstest.RequireRoot(t)
-	l := lab.New(fmt.Sprintf("lt%d-%d", os.Getpid()%100000, seq.Add(1)))
+	l := lab.New(netnstest.Name("lab"))
 	if err := l.Up(); err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
@@ -35,7 +37,46 @@ func RequireRoot(t testing.TB) {
 	}
 }
 
-var seq atomic.Int64
+var (
+	seq   atomic.Int64
+	sweep sync.Once
+)
+
+// namePrefix starts the name of every namespace a test makes, followed by
+// the test process's ID, so that namespaces a killed test run left behind
+// can be told apart and removed.
+const namePrefix = "sluicet-"
+
+// Name returns a namespace name unique to this process, tag and call, such
+// as sluicet-4242-lab-3. The first call also deletes the namespaces earlier
+// test processes, no longer running, left behind.
+func Name(tag string) string {
+	sweep.Do(sweepStale)
+	return fmt.Sprintf("%s%d-%s-%d", namePrefix, os.Getpid(), tag, seq.Add(1))
+}
+
+// sweepStale deletes namespaces named by Name whose process has ended.
+func sweepStale() {
+	entries, err := os.ReadDir("/run/netns")
+	if err != nil {
+		return // no namespaces at all
+	}
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), namePrefix)
+		if !ok {
+			continue
+		}
+		pidText, _, _ := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidText)
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			continue // still running
+		}
+		_ = exec.Command("ip", "netns", "del", e.Name()).Run() // best effort: a leftover
+	}
+}
 
 // NS is a network namespace that exists for one test.
 type NS struct {
@@ -48,8 +89,7 @@ type NS struct {
 func New(t testing.TB) *NS {
 	t.Helper()
 	RequireRoot(t)
-	name := fmt.Sprintf("sluice-%d-%d", os.Getpid(), seq.Add(1))
-	_ = exec.Command("ip", "netns", "del", name).Run() // a leftover of the same name, if any
+	name := Name("ns")
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
 	}
