@@ -25,13 +25,16 @@ deps:
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sluice ./cmd/sluice
 
-# test runs every test, with the race detector on the packages that have
-# concurrency. Under CI=true a skipped test fails the run: CI is root and
-# must run the kernel tests.
+# test runs every test, then again with the race detector (which needs cgo;
+# the binary itself never does) on the packages that have concurrency.
+# Under CI=true a skipped test fails the run: CI is root and must run the
+# kernel tests.
+RACE_PACKAGES := ./conntrack/... ./dataplane/droplog ./dataplane/flows ./internal/lab
 test: deps build
 	$(GO) vet ./...
-	@set -o pipefail; $(GO) test -count=1 -v ./... 2>&1 | tee .test.log | grep -E '^(--- FAIL|--- SKIP|FAIL|ok|panic)' ; \
-	if grep -q -- '--- FAIL' .test.log || grep -q '^FAIL' .test.log; then echo "make test: failures (full log in .test.log)"; exit 1; fi; \
+	@set -o pipefail; { $(GO) test -count=1 -v ./... && \
+		CGO_ENABLED=1 $(GO) test -count=1 -race -v $(RACE_PACKAGES); } 2>&1 | tee .test.log | grep -E '^(--- FAIL|--- SKIP|FAIL|ok|panic|WARNING: DATA RACE)' ; \
+	if grep -q -- '--- FAIL' .test.log || grep -q '^FAIL' .test.log || grep -q 'DATA RACE' .test.log; then echo "make test: failures (full log in .test.log)"; exit 1; fi; \
 	if [ "$$CI" = true ] && grep -q -- '--- SKIP' .test.log; then echo "make test: tests skipped under CI=true"; exit 1; fi
 	@echo "make test: all tests passed"
 SHELL := /bin/bash
@@ -41,8 +44,12 @@ FUZZTIME ?= 60s
 fuzz:
 	$(GO) test ./dataplane/policy -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./dataplane/policy -run '^$$' -fuzz '^FuzzParsePacket$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./dataplane/droplog -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./conntrack -run '^$$' -fuzz '^FuzzTrack$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./conntrack -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
 
 bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./conntrack
 	$(GO) test -run '^$$' -bench Evaluate -benchmem -count 5 ./dataplane/policy
 	$(GO) test -run '^$$' -bench Apply -benchtime 2x ./dataplane/nft
 	$(GO) test -run '^$$' -bench Forward -benchtime 1x -count 3 ./dataplane/nft

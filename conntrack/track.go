@@ -1,0 +1,265 @@
+package conntrack
+
+// Track looks the packet's flow up (either direction), creates it when the
+// packet may open one, runs the protocol's state machine, counts the packet
+// and returns the packet's state. It never allocates for a packet of an
+// existing flow and never panics; malformed input is StateInvalid with a
+// reason (counted in Stats.Invalid).
+func (t *Table) Track(p *Packet) Result {
+	if p.Bad != ReasonNone {
+		return t.invalidResult(p.Bad)
+	}
+	if p.Family != IPv4 && p.Family != IPv6 {
+		return t.invalidResult(ReasonBadFamily)
+	}
+	switch p.Proto {
+	case ProtoTCP:
+		if !tcpFlagsValid(p.TCPFlags) {
+			return t.invalidResult(ReasonTCPFlags)
+		}
+	case ProtoUDP:
+	case ProtoICMP, ProtoICMPv6:
+		if (p.Proto == ProtoICMP) != (p.Family == IPv4) {
+			return t.invalidResult(ReasonUnsupported)
+		}
+		if isICMPError(p.Proto, p.ICMPType) {
+			return t.related(p)
+		}
+	default:
+		return t.invalidResult(ReasonUnsupported)
+	}
+
+	tu := p.Tuple()
+	k, rev := tu.key()
+	h := hashTuple(&k, t.seed)
+	s := t.shardFor(h)
+	now := t.now()
+
+	s.mu.Lock()
+	res := t.trackLocked(s, p, &k, h, rev, now)
+	n := reapEach
+	if res.State == StateNew && res.Dir == DirOriginal {
+		n += reapNew // new flows pay for the expiry of old ones
+	}
+	t.reapLocked(s, n, now)
+	s.mu.Unlock()
+	if res.State == StateInvalid {
+		t.invalid[res.Reason].Add(1)
+	}
+	return res
+}
+
+func (t *Table) invalidResult(r Reason) Result {
+	t.invalid[r].Add(1)
+	return Result{State: StateInvalid, Reason: r}
+}
+
+func (t *Table) trackLocked(s *shard, p *Packet, k *Tuple, h uint64, rev bool, now int64) Result {
+	pos, slot, ok := s.find(k, h)
+	if ok && s.at(slot).expires <= now {
+		t.remove(s, pos, slot, now)
+		t.expired.Add(1)
+		ok = false
+	}
+	if !ok {
+		return t.create(s, p, k, h, rev, now)
+	}
+	e := s.at(slot)
+	dir := DirOriginal
+	if rev != (e.flags&flagReversed != 0) {
+		dir = DirReply
+	}
+	before := e.flags
+	var tcpBefore TCPState
+	switch p.Proto {
+	case ProtoTCP:
+		tcpBefore = e.tcp.state
+		act, r := t.tcpPacket(e, dir, p, now)
+		switch act {
+		case tcpInvalid:
+			return Result{State: StateInvalid, Reason: r, Dir: dir, TCP: e.tcp.state}
+		case tcpIgnored:
+			// Accepted without refreshing or counting, but a reply is a
+			// reply (Linux sets IPS_SEEN_REPLY for any accepted packet).
+			if dir == DirReply && e.flags&flagReplied == 0 {
+				e.flags |= flagReplied
+				if t.events != nil {
+					t.emit(EventUpdate, s, slot, e)
+				}
+			}
+			return t.result(s, slot, e, dir)
+		case tcpReopen:
+			t.remove(s, pos, slot, now)
+			t.deleted.Add(1)
+			return t.create(s, p, k, h, rev, now)
+		case tcpKill:
+			t.count(e, dir, p, now)
+			res := t.result(s, slot, e, dir)
+			res.Ref = Ref{}
+			t.remove(s, pos, slot, now)
+			t.deleted.Add(1)
+			return res
+		}
+	case ProtoUDP:
+		if e.flags&flagReplied != 0 {
+			timeout := t.timeouts.udp
+			if now > e.first+udpStreamAfter {
+				timeout = t.timeouts.udpStream
+				e.flags |= flagAssured
+			}
+			e.expires = now + timeout
+		} else {
+			e.expires = now + t.timeouts.udp
+		}
+	default: // ICMP and ICMPv6 queries
+		if !icmpQuery(p.Proto, p.ICMPType) {
+			return Result{State: StateInvalid, Reason: ReasonICMPNotEcho, Dir: dir}
+		}
+		if p.Proto == ProtoICMP {
+			e.expires = now + t.timeouts.icmp
+		} else {
+			e.expires = now + t.timeouts.icmp6
+		}
+	}
+	if dir == DirReply {
+		e.flags |= flagReplied
+	}
+	t.count(e, dir, p, now)
+	if t.events != nil && (e.flags != before || e.tcp.state != tcpBefore) {
+		t.emit(EventUpdate, s, slot, e)
+	}
+	return t.result(s, slot, e, dir)
+}
+
+func (t *Table) count(e *entry, dir Dir, p *Packet, now int64) {
+	e.pkts[dir]++
+	n := p.Length
+	if n == 0 {
+		n = p.PayloadLen
+	}
+	e.bytes[dir] += uint64(n)
+	e.last = now
+}
+
+func (t *Table) result(s *shard, slot uint32, e *entry, dir Dir) Result {
+	st := StateNew
+	if dir == DirReply || e.flags&flagReplied != 0 {
+		st = StateEstablished
+	}
+	return Result{
+		State:   st,
+		Dir:     dir,
+		TCP:     e.tcp.state,
+		Ref:     Ref{shard: s.id, slot: slot, gen: e.gen},
+		Verdict: e.verdict,
+		Rule:    e.rule,
+	}
+}
+
+// create opens a flow for a packet that may open one. Caller holds s.mu.
+func (t *Table) create(s *shard, p *Packet, k *Tuple, h uint64, rev bool, now int64) Result {
+	var timeout int64
+	var c tcpConn
+	switch p.Proto {
+	case ProtoTCP:
+		if tcpTransitions[DirOriginal][tcpIndex(p.TCPFlags)][TCPNone] != TCPSynSent {
+			return Result{State: StateInvalid, Reason: ReasonTCPNewNotSYN}
+		}
+		tcpNew(&c, p)
+		c.state = TCPSynSent
+		c.lastIndex, c.lastDir = tcpSynSet, uint8(DirOriginal)
+		timeout = t.timeouts.tcp[TCPSynSent]
+	case ProtoUDP:
+		timeout = t.timeouts.udp
+	case ProtoICMP:
+		switch p.ICMPType {
+		case 8, 13, 15, 17: // echo, timestamp, information, address mask requests
+		case 0, 14, 16, 18:
+			return Result{State: StateInvalid, Reason: ReasonICMPReplyUntracked}
+		default:
+			return Result{State: StateInvalid, Reason: ReasonICMPNotEcho}
+		}
+		timeout = t.timeouts.icmp
+	case ProtoICMPv6:
+		switch p.ICMPType {
+		case 128, 139: // echo request, node information query
+		case 129, 140:
+			return Result{State: StateInvalid, Reason: ReasonICMPReplyUntracked}
+		default:
+			return Result{State: StateInvalid, Reason: ReasonICMPNotEcho}
+		}
+		timeout = t.timeouts.icmp6
+	}
+	if !t.reserve(s, now) {
+		t.refused.Add(1)
+		return Result{State: StateInvalid, Reason: ReasonTableFull}
+	}
+	if (s.count+1)*4 > uint32(len(s.idx))*3 {
+		s.grow(t.seed)
+	}
+	slot := s.alloc()
+	e := s.at(slot)
+	gen := e.gen
+	*e = entry{key: *k, first: now, last: now, expires: now + timeout, tcp: c, gen: gen, flags: flagUsed}
+	if rev {
+		e.flags |= flagReversed
+	}
+	t.count(e, DirOriginal, p, now)
+	s.insertIndex(h, slot)
+	s.count++
+	t.inserted.Add(1)
+	if t.events != nil {
+		t.emit(EventNew, s, slot, e)
+	}
+	return t.result(s, slot, e, DirOriginal)
+}
+
+// related answers an ICMP error: Related when it quotes a live flow.
+func (t *Table) related(p *Packet) Result {
+	if !p.HasQuoted {
+		return t.invalidResult(ReasonICMPErrorUntracked)
+	}
+	q := p.Quoted
+	q.Zone = p.Zone
+	if q.Family != p.Family {
+		return t.invalidResult(ReasonMalformed)
+	}
+	k, rev := q.key()
+	h := hashTuple(&k, t.seed)
+	s := t.shardFor(h)
+	now := t.now()
+	s.mu.Lock()
+	_, slot, ok := s.find(&k, h)
+	if !ok || s.at(slot).expires <= now {
+		s.mu.Unlock()
+		return t.invalidResult(ReasonICMPErrorUntracked)
+	}
+	e := s.at(slot)
+	// The error travels against the quoted packet.
+	dir := DirReply
+	if rev != (e.flags&flagReversed != 0) {
+		dir = DirOriginal
+	}
+	res := t.result(s, slot, e, dir)
+	s.mu.Unlock()
+	res.State = StateRelated
+	return res
+}
+
+// icmpQuery reports whether an ICMP or ICMPv6 type is a request or reply of
+// the kinds Linux tracks (echo, timestamp, information, address mask; echo
+// and node information for ICMPv6).
+func icmpQuery(proto, typ uint8) bool {
+	if proto == ProtoICMP {
+		switch typ {
+		case 0, 8, 13, 14, 15, 16, 17, 18:
+			return true
+		}
+		return false
+	}
+	switch typ {
+	case 128, 129, 139, 140:
+		return true
+	}
+	return false
+}
