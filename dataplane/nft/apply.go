@@ -111,6 +111,10 @@ func (conn *Conn) send(rs *Ruleset) error {
 		if s.v4 {
 			ns.KeyType = nftables.TypeIPAddr
 		}
+		if s.concat != nil {
+			ns.Concatenation = true
+			ns.KeyType = nftables.MustConcatSetType(ns.KeyType, nftables.TypeInetProto, nftables.TypeInetService)
+		}
 		if s.dynamic {
 			ns.HasTimeout = true
 		}
@@ -156,6 +160,19 @@ func (conn *Conn) send(rs *Ruleset) error {
 // its first address and ends with the address after its last, unless it
 // runs to the top of the address space.
 func (s *set) elements() []nftables.SetElement {
+	if s.concat != nil {
+		// An element of a concatenated interval set carries its range's
+		// start and end together; each field is padded to 4 bytes.
+		key := func(a []byte, proto uint8, port uint16) []byte {
+			k := append(append([]byte(nil), a...), proto, 0, 0, 0)
+			return append(k, byte(port>>8), byte(port), 0, 0)
+		}
+		out := make([]nftables.SetElement, 0, len(s.concat))
+		for _, c := range s.concat {
+			out = append(out, nftables.SetElement{Key: key(c.addrs.lo.AsSlice(), c.proto, c.lo), KeyEnd: key(c.addrs.hi.AsSlice(), c.proto, c.hi)})
+		}
+		return out
+	}
 	out := make([]nftables.SetElement, 0, 2*len(s.ranges))
 	for _, r := range s.ranges {
 		out = append(out, nftables.SetElement{Key: r.lo.AsSlice()})
@@ -181,8 +198,8 @@ func (c *Conn) verify(rs *Ruleset) error {
 		if err != nil {
 			return err
 		}
-		if got != len(s.ranges) {
-			return fmt.Errorf("set %s: sent %d ranges, kernel holds %d: %w", s.name, len(s.ranges), got, ErrShortSet)
+		if got != s.size() {
+			return fmt.Errorf("set %s: sent %d ranges, kernel holds %d: %w", s.name, s.size(), got, ErrShortSet)
 		}
 	}
 	return nil

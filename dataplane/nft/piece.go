@@ -343,3 +343,19 @@ func logGroup(group uint16, prefix string) piece {
 		&expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: group, Data: []byte(prefix)},
 	}}
 }
+
+// addrProtoPortInSet matches destination address, transport protocol and
+// destination port together against a concatenated set: one lookup for a
+// whole allowlist entry.
+func addrProtoPortInSet(v4 bool, set *set) piece {
+	off, ln, fam, protoReg, portReg := uint32(16), uint32(4), "ip", uint32(9), uint32(10)
+	if !v4 {
+		off, ln, fam, protoReg, portReg = 24, 16, "ip6", 12, 13
+	}
+	return join(nfproto(v4), piece{fmt.Sprintf("%s daddr . meta l4proto . th dport @%s", fam, set.name), []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: ln},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: protoReg},
+		&expr.Payload{DestRegister: portReg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Lookup{SourceRegister: 1, SetName: set.name, SetID: set.id},
+	}})
+}

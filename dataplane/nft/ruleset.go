@@ -27,15 +27,27 @@ type Ruleset struct {
 	chains   []*chain
 }
 
-// set is a named set of addresses, always an interval set.
+// set is a named set of addresses, always an interval set; or, when concat
+// is set, of address, protocol and port ranges together.
 type set struct {
 	name    string
 	id      uint32
 	v4      bool
 	dynamic bool // filled at run time (DNS answers), with timeouts
 	ranges  []addrRange
+	concat  []concatRange
 	comment string
 }
+
+// concatRange is one element of an address . protocol . port set.
+type concatRange struct {
+	addrs  addrRange
+	proto  uint8
+	lo, hi uint16
+}
+
+// size is the number of elements the set holds.
+func (s *set) size() int { return len(s.ranges) + len(s.concat) }
 
 type addrRange struct{ lo, hi netip.Addr }
 
@@ -62,7 +74,7 @@ type rule struct {
 // they hold.
 func (rs *Ruleset) Sets() (sets, ranges int) {
 	for _, s := range rs.sets {
-		ranges += len(s.ranges)
+		ranges += s.size()
 	}
 	return len(rs.sets), ranges
 }
@@ -86,6 +98,54 @@ func (b *builder) addSet(name string, v4 bool, comment string, prefixes []netip.
 	s.ranges = mergeRanges(s.ranges)
 	b.rs.sets = append(b.rs.sets, s)
 	return s
+}
+
+// addConcatSet adds a set of every address range of one family crossed with
+// every port range, or returns nil when the entry has no address of that
+// family. Addresses and port ranges are merged first, so no two elements
+// overlap.
+func (b *builder) addConcatSet(name string, v4 bool, comment string, prefixes []netip.Prefix, ports []policy.PortRange) *set {
+	var addrs []addrRange
+	for _, p := range prefixes {
+		if p.Addr().Is4() == v4 {
+			addrs = append(addrs, prefixRange(p))
+		}
+	}
+	if len(addrs) == 0 {
+		return nil
+	}
+	addrs = mergeRanges(addrs)
+	b.nextID++
+	s := &set{name: name, id: b.nextID, v4: v4, comment: comment}
+	for _, proto := range []uint8{policy.ProtoTCP, policy.ProtoUDP} {
+		for _, pr := range mergePorts(ports, proto) {
+			for _, a := range addrs {
+				s.concat = append(s.concat, concatRange{addrs: a, proto: proto, lo: pr[0], hi: pr[1]})
+			}
+		}
+	}
+	b.rs.sets = append(b.rs.sets, s)
+	return s
+}
+
+// mergePorts returns the port ranges of one protocol, sorted and merged.
+func mergePorts(ports []policy.PortRange, proto uint8) [][2]uint16 {
+	var rs [][2]uint16
+	for _, p := range ports {
+		if p.Proto == proto {
+			rs = append(rs, [2]uint16{max(p.Lo, 1), p.Hi})
+		}
+	}
+	slices.SortFunc(rs, func(a, b [2]uint16) int { return int(a[0]) - int(b[0]) })
+	var out [][2]uint16
+	for _, r := range rs {
+		if n := len(out); n > 0 && uint32(r[0]) <= uint32(out[n-1][1])+1 {
+			out[n-1][1] = max(out[n-1][1], r[1])
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 func (b *builder) addChain(name string, base *baseChain) *chain {
@@ -366,6 +426,20 @@ func (b *builder) egressEntry(c *chain, ri int) {
 		p      piece
 		family uint8 // 4, 6, or 0 for any destination
 	}
+	if !hasNames && len(prefixes) > 0 && len(r.Ports) > 0 && !slices.ContainsFunc(r.Ports, func(p policy.PortRange) bool {
+		return p.Proto != policy.ProtoTCP && p.Proto != policy.ProtoUDP
+	}) {
+		// Addresses and TCP/UDP ports only: one address . protocol . port
+		// set per family, one lookup per packet.
+		for _, v4 := range []bool{true, false} {
+			if s := b.addConcatSet(string(r.ID)+"_tp"+map[bool]string{true: "4", false: "6"}[v4], v4, r.Name+" destinations and ports", prefixes, r.Ports); s != nil {
+				for _, shard := range b.shard(s) {
+					b.add(c, ri, accept(), addrProtoPortInSet(v4, shard))
+				}
+			}
+		}
+		return
+	}
 	var dsts []dst
 	if len(r.To) == 0 {
 		dsts = []dst{{}}
@@ -431,14 +505,14 @@ const shardRanges = 16384
 // shard splits a large set into sets of at most shardRanges ranges, named
 // NAME_0, NAME_1, ...; a small set is returned as it is.
 func (b *builder) shard(s *set) []*set {
-	if len(s.ranges) <= shardRanges {
+	if s.size() <= shardRanges {
 		return []*set{s}
 	}
 	var out []*set
-	all := s.ranges
-	s.ranges = nil
+	ranges, concat := s.ranges, s.concat
+	s.ranges, s.concat = nil, nil
 	base := s.name
-	for i := 0; i < len(all); i += shardRanges {
+	for i := 0; i < len(ranges)+len(concat); i += shardRanges {
 		part := s
 		if i > 0 {
 			b.nextID++
@@ -446,7 +520,11 @@ func (b *builder) shard(s *set) []*set {
 			b.rs.sets = append(b.rs.sets, part)
 		}
 		part.name = fmt.Sprintf("%s_%d", base, i/shardRanges)
-		part.ranges = all[i:min(i+shardRanges, len(all))]
+		if len(ranges) > 0 {
+			part.ranges = ranges[i:min(i+shardRanges, len(ranges))]
+		} else {
+			part.concat = concat[i:min(i+shardRanges, len(concat))]
+		}
 		out = append(out, part)
 	}
 	return out

@@ -23,6 +23,9 @@ func (rs *Ruleset) WriteText(w io.Writer) error {
 		if s.v4 {
 			typ = "ipv4_addr"
 		}
+		if s.concat != nil {
+			typ += " . inet_proto . inet_service"
+		}
 		fmt.Fprintf(&b, "\t\ttype %s\n", typ)
 		if s.dynamic {
 			b.WriteString("\t\tflags interval,timeout\n")
@@ -30,13 +33,23 @@ func (rs *Ruleset) WriteText(w io.Writer) error {
 			b.WriteString("\t\tflags interval\n")
 		}
 		fmt.Fprintf(&b, "\t\tcomment %q\n", s.comment)
-		if len(s.ranges) > 0 {
+		if s.size() > 0 {
 			b.WriteString("\t\telements = { ")
-			for i, r := range s.ranges {
+			for i := range s.size() {
 				if i > 0 {
 					b.WriteString(",\n\t\t\t     ")
 				}
-				b.WriteString(r.String())
+				if s.concat != nil {
+					c := s.concat[i]
+					proto := map[uint8]string{6: "tcp", 17: "udp"}[c.proto]
+					port := fmt.Sprint(c.lo)
+					if c.hi != c.lo {
+						port = fmt.Sprintf("%d-%d", c.lo, c.hi)
+					}
+					fmt.Fprintf(&b, "%s . %s . %s", c.addrs, proto, port)
+				} else {
+					b.WriteString(s.ranges[i].String())
+				}
 			}
 			b.WriteString(" }\n")
 		}
