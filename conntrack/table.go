@@ -170,7 +170,7 @@ const (
 // of them are never scanned by the garbage collector.
 type entry struct {
 	key                  Tuple // canonical form (see Tuple.canonical)
-	first, last, expires int64 // nanoseconds since the table's epoch
+	first, last, expires int64 // nanoseconds since the Unix epoch
 	bytes                [2]uint64
 	pkts                 [2]uint32
 	tcp                  tcpConn
@@ -258,7 +258,10 @@ func New(cfg Config) (*Table, error) {
 	if t.clock == nil {
 		t.clock = time.Now
 	}
-	t.epoch = t.clock()
+	// A fixed epoch, not the clock's reading at New: a replay clock reads
+	// the current packet's time, which may be zero before the first packet,
+	// and times since the Unix epoch fit in int64 nanoseconds until 2262.
+	t.epoch = time.Unix(0, 0)
 	if cfg.Events > 0 {
 		t.events = make(chan Event, cfg.Events)
 	}

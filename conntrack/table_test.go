@@ -308,3 +308,21 @@ func TestConcurrent(t *testing.T) {
 		t.Errorf("Range saw %d, Len %d", seen, tb.Len())
 	}
 }
+
+// A clock that reads zero until the first packet (a replay clock reading
+// the current packet's time) still tracks flows.
+func TestReplayClockStartsAtZero(t *testing.T) {
+	var now time.Time
+	tb, err := New(Config{Max: 16, Clock: func() time.Time { return now }, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	if r := tb.Track(tcpPkt("10.0.0.1", 40000, "10.0.0.2", 80, FlagSYN, 100, 0, 0)); r.State != StateNew {
+		t.Fatalf("SYN: %v (%v), want new", r.State, r.Reason)
+	}
+	now = now.Add(time.Millisecond)
+	if r := tb.Track(tcpPkt("10.0.0.2", 80, "10.0.0.1", 40000, FlagSYN|FlagACK, 300, 101, 0)); r.State != StateEstablished {
+		t.Errorf("SYN/ACK: %v (%v), want established: the flow must still be there", r.State, r.Reason)
+	}
+}
