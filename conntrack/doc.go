@@ -40,9 +40,10 @@
 // least recently seen. Assured entries are never dropped. When nothing can
 // go the flow is refused (StateInvalid, ReasonTableFull, Stats.Refused).
 //
-// Expiry is amortised: every Track examines one slot at its shard's cursor
-// (four for a packet in state New) and destroys what has expired there, and
-// a lookup that finds an expired entry destroys it and starts afresh. There
+// Expiry is amortised: every Track that creates a flow examines four slots
+// at its shard's cursor and destroys what has expired there (an established
+// packet examines none: a random slot would cost it a cache miss), and a
+// lookup that finds an expired entry destroys it and starts afresh. There
 // is no stop-the-world sweep; Reap(n) examines n slots on demand (tests,
 // idle tables). An expired entry not yet reaped still counts in Len.
 //

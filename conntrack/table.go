@@ -185,8 +185,8 @@ const (
 	chunkSize = 1 << chunkBits
 	slotBits  = 24 // the index packs a slot+1 in 24 bits and an 8-bit hash tag
 	maxSlots  = 1<<slotBits - 2
-	reapEach  = 1 // slots examined for expiry per Track
-	reapNew   = 3 // more slots examined per Track that inserts
+	reapEach  = 0 // slots examined for expiry per Track: an established packet reaps nothing, a random slot is a cache miss
+	reapNew   = 4 // slots examined per Track that inserts: new flows pay for the expiry of old ones
 	dropScan  = 64
 )
 
