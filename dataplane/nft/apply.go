@@ -107,7 +107,12 @@ func (conn *Conn) send(rs *Ruleset) error {
 		c.AddObj(&nftables.CounterObj{Table: t, Name: name})
 	}
 	for _, s := range rs.sets {
-		ns := &nftables.Set{Table: t, Name: s.name, ID: s.id, Interval: true, KeyType: nftables.TypeIP6Addr, Comment: s.comment}
+		ns := &nftables.Set{Table: t, Name: s.name, ID: s.id, Interval: !s.hosts(), KeyType: nftables.TypeIP6Addr, Comment: s.comment}
+		if s.hosts() {
+			// Sized up front, the kernel's hash never resizes, and a dump
+			// neither repeats nor skips elements.
+			ns.Size = uint32(s.size())
+		}
 		if s.v4 {
 			ns.KeyType = nftables.TypeIPAddr
 		}
@@ -174,9 +179,10 @@ func (s *set) elements() []nftables.SetElement {
 		return out
 	}
 	out := make([]nftables.SetElement, 0, 2*len(s.ranges))
+	hosts := s.hosts()
 	for _, r := range s.ranges {
 		out = append(out, nftables.SetElement{Key: r.lo.AsSlice()})
-		if next := r.hi.Next(); next.IsValid() {
+		if next := r.hi.Next(); next.IsValid() && !hosts {
 			out = append(out, nftables.SetElement{Key: next.AsSlice(), IntervalEnd: true})
 		}
 	}

@@ -9,10 +9,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// countSetElements counts the ranges of a set of table inet sluice as the
-// kernel holds them, reading the element dump directly: google/nftables
-// decodes every element into a value, which takes minutes for a million.
-// Interval-end markers are not counted.
+// countSetElements counts the distinct elements of a set of table inet
+// sluice as the kernel holds them, reading the element dump directly:
+// google/nftables decodes every element into a value, which takes minutes
+// for a million. Interval-end markers are not counted.
 func countSetElements(conn *netlink.Conn, set string) (int, error) {
 	ae := netlink.NewAttributeEncoder()
 	ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, TableName)
@@ -31,7 +31,9 @@ func countSetElements(conn *netlink.Conn, set string) (int, error) {
 	if _, err := conn.Send(req); err != nil {
 		return 0, fmt.Errorf("dump set %s elements: %w", set, err)
 	}
-	n := 0
+	// Distinct keys are counted: a hash set's dump can return an element
+	// twice when the table is resized between two dump messages.
+	seen := map[string]struct{}{}
 	err = receiveDump(conn, func(data []byte) error {
 		if len(data) < 4 {
 			return nil
@@ -47,16 +49,22 @@ func countSetElements(conn *netlink.Conn, set string) (int, error) {
 			ad.Nested(func(list *netlink.AttributeDecoder) error {
 				for list.Next() {
 					end := false
+					var key string
 					list.Nested(func(elem *netlink.AttributeDecoder) error {
 						for elem.Next() {
-							if elem.Type() == unix.NFTA_SET_ELEM_FLAGS && len(elem.Bytes()) == 4 {
-								end = binary.BigEndian.Uint32(elem.Bytes())&unix.NFT_SET_ELEM_INTERVAL_END != 0
+							switch elem.Type() & nlaTypeMask {
+							case unix.NFTA_SET_ELEM_FLAGS:
+								if len(elem.Bytes()) == 4 {
+									end = binary.BigEndian.Uint32(elem.Bytes())&unix.NFT_SET_ELEM_INTERVAL_END != 0
+								}
+							case unix.NFTA_SET_ELEM_KEY:
+								key = string(elem.Bytes())
 							}
 						}
 						return nil
 					})
 					if !end {
-						n++
+						seen[key] = struct{}{}
 					}
 				}
 				return nil
@@ -70,8 +78,11 @@ func countSetElements(conn *netlink.Conn, set string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("dump set %s elements: %w", set, err)
 	}
-	return n, nil
+	return len(seen), nil
 }
+
+// nlaTypeMask strips the nested and byte-order flags from an attribute type.
+const nlaTypeMask = 0x3fff
 
 // dumpBuffer is the receive buffer for dumps. The kernel sizes each dump
 // message by the largest read it has seen (up to 32 KiB); reading with a

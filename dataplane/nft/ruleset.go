@@ -49,6 +49,21 @@ type concatRange struct {
 // size is the number of elements the set holds.
 func (s *set) size() int { return len(s.ranges) + len(s.concat) }
 
+// hosts reports whether every range is a single address: such a set needs
+// no intervals, and the kernel holds it as a hash of half the elements (an
+// interval needs an element for its start and one for its end).
+func (s *set) hosts() bool {
+	if s.dynamic || s.concat != nil || len(s.ranges) == 0 {
+		return false
+	}
+	for _, r := range s.ranges {
+		if r.lo != r.hi {
+			return false
+		}
+	}
+	return true
+}
+
 type addrRange struct{ lo, hi netip.Addr }
 
 type baseChain struct {

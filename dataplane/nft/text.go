@@ -27,10 +27,14 @@ func (rs *Ruleset) WriteText(w io.Writer) error {
 			typ += " . inet_proto . inet_service"
 		}
 		fmt.Fprintf(&b, "\t\ttype %s\n", typ)
-		if s.dynamic {
+		switch {
+		case s.dynamic:
 			b.WriteString("\t\tflags interval,timeout\n")
-		} else {
+		case !s.hosts():
 			b.WriteString("\t\tflags interval\n")
+		}
+		if s.hosts() {
+			fmt.Fprintf(&b, "\t\tsize %d\n", s.size())
 		}
 		fmt.Fprintf(&b, "\t\tcomment %q\n", s.comment)
 		if s.size() > 0 {
