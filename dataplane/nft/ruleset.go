@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"sort"
 
 	"github.com/gaissmai/bart"
 	"github.com/google/nftables"
@@ -104,7 +103,7 @@ type builder struct {
 
 func (b *builder) addSet(name string, v4 bool, comment string, prefixes []netip.Prefix) *set {
 	b.nextID++
-	s := &set{name: name, id: b.nextID, v4: v4, comment: comment}
+	s := &set{name: name, id: b.nextID, v4: v4, comment: comment, ranges: make([]addrRange, 0, len(prefixes))}
 	for _, p := range prefixes {
 		if p.Addr().Is4() == v4 {
 			s.ranges = append(s.ranges, prefixRange(p))
@@ -428,7 +427,7 @@ func Build(prog *policy.Program, opts policy.Options) (*Ruleset, error) {
 // each family, crossed with each port range.
 func (b *builder) egressEntry(c *chain, ri int) {
 	r := b.prog.Rules[ri]
-	var prefixes []netip.Prefix
+	prefixes := make([]netip.Prefix, 0, len(r.To))
 	hasNames := false
 	for _, d := range r.To {
 		if d.Name == "" {
@@ -611,7 +610,7 @@ func bogonRanges() (v4, v6 []addrRange) {
 			bounds = append(bounds, n)
 		}
 	}
-	sort.Slice(bounds, func(i, j int) bool { return bounds[i].Less(bounds[j]) })
+	slices.SortFunc(bounds, func(a, b netip.Addr) int { return a.Compare(b) })
 	bounds = slices.Compact(bounds)
 	for i, lo := range bounds {
 		var hi netip.Addr
@@ -639,6 +638,9 @@ func lastOfFamily(a netip.Addr) netip.Addr {
 }
 
 func prefixRange(p netip.Prefix) addrRange {
+	if p.IsSingleIP() {
+		return addrRange{p.Addr(), p.Addr()}
+	}
 	p = p.Masked()
 	b := p.Addr().AsSlice()
 	for i := p.Bits(); i < len(b)*8; i++ {
@@ -650,7 +652,7 @@ func prefixRange(p netip.Prefix) addrRange {
 
 // mergeRanges sorts ranges and merges overlapping or adjacent ones.
 func mergeRanges(rs []addrRange) []addrRange {
-	sort.Slice(rs, func(i, j int) bool { return rs[i].lo.Less(rs[j].lo) })
+	slices.SortFunc(rs, func(a, b addrRange) int { return a.lo.Compare(b.lo) })
 	var out []addrRange
 	for _, r := range rs {
 		if n := len(out); n > 0 {
