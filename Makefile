@@ -12,7 +12,7 @@ all: build
 
 # deps installs the Debian packages the tests and the lab use, and the Go
 # modules; it skips what is already there.
-APT_PACKAGES := iproute2 nftables iputils-ping curl socat tcpdump netcat-openbsd iperf3
+APT_PACKAGES := iproute2 nftables iputils-ping curl socat tcpdump netcat-openbsd iperf3 time
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
