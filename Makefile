@@ -34,7 +34,9 @@ test: deps build
 	$(GO) vet ./...
 	@set -o pipefail; { $(GO) test -count=1 -v ./... && \
 		CGO_ENABLED=1 $(GO) test -count=1 -race -v $(RACE_PACKAGES); } 2>&1 | tee .test.log | grep -E '^(--- FAIL|--- SKIP|FAIL|ok|panic|WARNING: DATA RACE)' ; \
-	if grep -q -- '--- FAIL' .test.log || grep -q '^FAIL' .test.log || grep -q 'DATA RACE' .test.log; then echo "make test: failures (full log in .test.log)"; exit 1; fi; \
+	if grep -q -- '--- FAIL' .test.log || grep -q '^FAIL' .test.log || grep -q 'DATA RACE' .test.log; then \
+		grep -B30 -A10 -E -- '--- FAIL|^panic|DATA RACE' .test.log | head -400; \
+		echo "make test: failures (full log in .test.log)"; exit 1; fi; \
 	if [ "$$CI" = true ] && grep -q -- '--- SKIP' .test.log; then echo "make test: tests skipped under CI=true"; exit 1; fi
 	@echo "make test: all tests passed"
 SHELL := /bin/bash
