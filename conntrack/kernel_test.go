@@ -406,9 +406,9 @@ func (d *differential) compare(t *testing.T, k *kernelLog, key flowKey, want []c
 // before closing, and in mode 'e' closes at once.
 func tcpServer(t *testing.T, ns, addr string) {
 	t.Helper()
-	var ln net.Listener
-	if err := lab.Do(ns, func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
-		t.Fatalf("listen %s in %s: %v", addr, ns, err)
+	ln, err := lab.Listen(ns, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
 	t.Cleanup(func() { ln.Close(); wg.Wait() })

@@ -163,8 +163,8 @@ func TestApplyRevokesFlows(t *testing.T) {
 		t.Fatalf("sluice apply: %v\n%s", err, out)
 	}
 	for _, port := range []string{"80", "443"} {
-		var ln net.Listener
-		if err := lab.Do(l.Internet, func() (err error) { ln, err = net.Listen("tcp", "93.184.216.34:"+port); return err }); err != nil {
+		ln, err := lab.Listen(l.Internet, "tcp", "93.184.216.34:"+port)
+		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { ln.Close() })
@@ -216,8 +216,8 @@ func TestApplyDHCPUplinkAddresses(t *testing.T) {
 	if err != nil || !strings.Contains(string(set), lab.RouterWAN4) {
 		t.Errorf("box4 lacks the uplink's address %s (%v):\n%s", lab.RouterWAN4, err, set)
 	}
-	var ln net.Listener
-	if err := lab.Do(l.Internet, func() (err error) { ln, err = net.Listen("tcp", "93.184.216.34:7777"); return err }); err != nil {
+	ln, err := lab.Listen(l.Internet, "tcp", "93.184.216.34:7777")
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()

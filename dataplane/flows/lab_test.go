@@ -53,12 +53,9 @@ func (r *router) dialFlows(t *testing.T) *Conn {
 // greets each connection with one byte, then echoes what it reads.
 func echoServer(t *testing.T, ns, addr string) {
 	t.Helper()
-	var ln net.Listener
-	if err := lab.Do(ns, func() (err error) {
-		ln, err = net.Listen("tcp", addr)
-		return err
-	}); err != nil {
-		t.Fatalf("listen %s in %s: %v", addr, ns, err)
+	ln, err := lab.Listen(ns, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
 	}
 	var mu sync.Mutex
 	var conns []net.Conn

@@ -32,19 +32,26 @@ func build(t testing.TB, file string) *Ruleset {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pol, diags := policy.Parse(file, src)
-	if err := diags.Err(); err != nil {
+	rs, err := Build(compileSource(t, file, src), policy.Options{})
+	if err != nil {
 		t.Fatal(err)
+	}
+	return rs
+}
+
+// compileSource parses and compiles a policy, failing the test with the
+// policy's text when it is not valid.
+func compileSource(t testing.TB, name string, src []byte) *policy.Program {
+	t.Helper()
+	pol, diags := policy.Parse(name, src)
+	if err := diags.Err(); err != nil {
+		t.Fatalf("%v\n%s", err, src)
 	}
 	prog, err := policy.Compile(pol)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs, err := Build(prog, policy.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rs
+	return prog
 }
 
 func text(t testing.TB, rs *Ruleset) string {

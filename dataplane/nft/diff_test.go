@@ -296,14 +296,7 @@ func TestDifferential(t *testing.T) {
 	seq := 0
 	for _, dp := range diffCorpus(t, 10) {
 		t.Run(dp.name, func(t *testing.T) {
-			pol, diags := policy.Parse(dp.name+".yaml", dp.src)
-			if err := diags.Err(); err != nil {
-				t.Fatalf("%v\n%s", err, dp.src)
-			}
-			prog, err := policy.Compile(pol)
-			if err != nil {
-				t.Fatal(err)
-			}
+			prog := compileSource(t, dp.name+".yaml", dp.src)
 			rs, err := Build(prog, dp.opts)
 			if err != nil {
 				t.Fatal(err)

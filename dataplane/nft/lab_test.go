@@ -3,7 +3,6 @@ package nft
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -29,14 +28,7 @@ func labRouter(t *testing.T, src []byte) (*lab.Lab, *policy.Program, *Conn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(l.Down)
-	pol, diags := policy.Parse("lab.yaml", src)
-	if err := diags.Err(); err != nil {
-		t.Fatal(err)
-	}
-	prog, err := policy.Compile(pol)
-	if err != nil {
-		t.Fatal(err)
-	}
+	prog := compileSource(t, "lab.yaml", src)
 	rs, err := Build(prog, policy.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -60,12 +52,9 @@ func labRouter(t *testing.T, src []byte) (*lab.Lab, *policy.Program, *Conn) {
 // test ends.
 func serveHTTP(t *testing.T, ns, addr, name string) {
 	t.Helper()
-	var ln net.Listener
-	if err := lab.Do(ns, func() (err error) {
-		ln, err = net.Listen("tcp", addr)
-		return err
-	}); err != nil {
-		t.Fatalf("listen %s in %s: %v", addr, ns, err)
+	ln, err := lab.Listen(ns, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "hello from %s\n", name)
@@ -78,12 +67,9 @@ func serveHTTP(t *testing.T, ns, addr, name string) {
 // the test ends.
 func acceptTCP(t *testing.T, ns, addr string) {
 	t.Helper()
-	var ln net.Listener
-	if err := lab.Do(ns, func() (err error) {
-		ln, err = net.Listen("tcp", addr)
-		return err
-	}); err != nil {
-		t.Fatalf("listen %s in %s: %v", addr, ns, err)
+	ln, err := lab.Listen(ns, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
 	}
 	go func() {
 		for {

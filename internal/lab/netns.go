@@ -2,6 +2,7 @@ package lab
 
 import (
 	"fmt"
+	"net"
 	"runtime"
 
 	"golang.org/x/sys/unix"
@@ -42,4 +43,18 @@ func Do(ns string, f func() error) error {
 		errc <- ferr
 	}()
 	return <-errc
+}
+
+// Listen opens a listener inside namespace ns; it serves ns from then on,
+// whatever thread accepts on it.
+func Listen(ns, network, addr string) (net.Listener, error) {
+	var ln net.Listener
+	err := Do(ns, func() (err error) {
+		ln, err = net.Listen(network, addr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen %s %s in %s: %w", network, addr, ns, err)
+	}
+	return ln, nil
 }

@@ -32,8 +32,7 @@ func (l *Lab) Serve(ctx context.Context) error {
 		}
 	}()
 	listen := func(network, addr string) (net.Listener, error) {
-		var ln net.Listener
-		err := Do(l.Internet, func() (err error) { ln, err = net.Listen(network, addr); return err })
+		ln, err := Listen(l.Internet, network, addr)
 		if err == nil {
 			closers = append(closers, ln)
 		}
