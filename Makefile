@@ -12,7 +12,8 @@ all: build
 
 # deps installs the Debian packages the tests and the lab use, and the Go
 # modules; it skips what is already there.
-APT_PACKAGES := iproute2 nftables iputils-ping curl socat tcpdump netcat-openbsd iperf3 time
+APT_PACKAGES := iproute2 nftables iputils-ping curl socat tcpdump netcat-openbsd iperf3 time \
+	openssh-client tmux diffutils
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -29,7 +30,8 @@ build:
 # the binary itself never does) on the packages that have concurrency.
 # Under CI=true a skipped test fails the run: CI is root and must run the
 # kernel tests.
-RACE_PACKAGES := ./conntrack/... ./dataplane/droplog ./dataplane/flows ./internal/lab
+RACE_PACKAGES := ./conntrack/... ./dataplane/droplog ./dataplane/flows ./internal/lab \
+	./appliance/... ./tui
 test: deps build
 	$(GO) vet ./...
 	@set -o pipefail; { $(GO) test -count=1 -v ./... && \
@@ -50,6 +52,9 @@ fuzz:
 	$(GO) test ./conntrack -run '^$$' -fuzz '^FuzzTrack$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./conntrack -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./conntrack -run '^$$' -fuzz '^FuzzDecodeReference$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./appliance/state -run '^$$' -fuzz '^FuzzParseKey$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./appliance/state -run '^$$' -fuzz '^FuzzParseVersion$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./tui -run '^$$' -fuzz '^FuzzConsole$$' -fuzztime $(FUZZTIME)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./conntrack
@@ -59,10 +64,16 @@ bench:
 
 # run does the most real thing sluice can do until the appliance image
 # exists: a lab of network namespaces with sluice routing between an
-# "internet" and two lan clients (sluice lab run; needs root). Ctrl-C stops it.
+# "internet" and two lan clients (sluice lab run; needs root), with SSH
+# management on the router's lan address. Your SSH public keys
+# (~/.ssh/id_*.pub) are authorized in the lab's state directory, .state/.
+# Ctrl-C stops it.
 run: deps build
 	./bin/sluice check
-	@if [ "$$(id -u)" = 0 ]; then ./bin/sluice lab run; else sudo ./bin/sluice lab run; fi
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	for k in $$HOME/.ssh/id_*.pub; do [ -f "$$k" ] && $$SUDO ./bin/sluice key add --state .state "$$k" 2>/dev/null; done; \
+	echo "the TUI: sudo ip netns exec sluice-lab-lan1 ssh -i ~/.ssh/id_ed25519 192.168.1.1"; \
+	$$SUDO ./bin/sluice lab run --state .state --ssh :22
 
 clean:
-	rm -rf bin .test.log
+	rm -rf bin .test.log .state

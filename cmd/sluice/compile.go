@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sluicefw/sluice/dataplane/flows"
+	"github.com/sluicefw/sluice/dataplane/netconf"
 	"github.com/sluicefw/sluice/dataplane/nft"
 	"github.com/sluicefw/sluice/dataplane/policy"
 )
@@ -48,7 +49,7 @@ default policy; "-" reads stdin. Needs CAP_NET_ADMIN.`, stderr)
 		return code
 	}
 	// Addresses a DHCP uplink holds now are the box's own.
-	opts := learned(prog)
+	opts := netconf.Learned(prog)
 	if len(opts.Addresses) > 0 {
 		var err error
 		if rs, err = nft.Build(prog, opts); err != nil {

@@ -28,10 +28,20 @@ func runLab(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 "up" creates it, "down" removes it, "run" creates it, starts the internet's
 services and runs "sluice run" in the router with the lab policy (or
---config FILE, whose devices must be eth0 and eth1) until interrupted, then
-removes it. Try: ip netns exec NAME-lan1 curl http://93.184.216.34/`, stderr)
+--config FILE, whose devices must be eth0 and eth1, and with --state and
+--ssh passed on) until interrupted, then removes it. With --ssh :22, the
+lan clients reach the TUI: ip netns exec NAME-lan1 ssh 192.168.1.1. Try: ip netns exec NAME-lan1 curl http://93.184.216.34/`, stderr)
 	prefix := fs.String("prefix", "sluice-lab", "namespace name prefix")
 	config := fs.String("config", "", "policy for the router (default: the lab policy)")
+	var runFlags []string
+	fs.Func("state", "with run: the router's state directory (sluice run --state)", func(v string) error {
+		runFlags = append(runFlags, "--state", v)
+		return nil
+	})
+	fs.Func("ssh", "with run: serve SSH management in the router on this address, such as :22 (sluice run --ssh)", func(v string) error {
+		runFlags = append(runFlags, "--ssh", v)
+		return nil
+	})
 	// The action may come before or after the flags.
 	action := ""
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -60,13 +70,13 @@ removes it. Try: ip netns exec NAME-lan1 curl http://93.184.216.34/`, stderr)
 		fmt.Fprintf(stdout, "lab %s is down\n", *prefix)
 		return 0
 	case "run":
-		return labRun(l, *config, stdout, stderr)
+		return labRun(l, *config, runFlags, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "sluice lab: unknown action %q; want up, down or run\n", action)
 	return 2
 }
 
-func labRun(l *lab.Lab, config string, stdout, stderr io.Writer) int {
+func labRun(l *lab.Lab, config string, runFlags []string, stdout, stderr io.Writer) int {
 	if err := l.Up(); err != nil {
 		fmt.Fprintf(stderr, "sluice lab: %v\n", err)
 		return 1
@@ -98,7 +108,7 @@ func labRun(l *lab.Lab, config string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "lab %s is up; the router runs sluice with %s. Try:\n  ip netns exec %s curl http://93.184.216.34/\n  ip netns exec %s ping -c1 2606:4700::1\nCtrl-C stops it and removes the lab.\n",
 		l.Prefix, config, l.LAN1, l.LAN1)
-	cmd := l.Command(l.Router, self, "run", "--config", config)
+	cmd := l.Command(l.Router, append([]string{self, "run", "--config", config}, runFlags...)...)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintf(stderr, "sluice lab: %v\n", err)

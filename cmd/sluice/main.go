@@ -32,7 +32,8 @@ func commands() []command {
 		{"explain", "[--json] FILE PACKET", "show the verdict and deciding rule for one packet", runExplain},
 		{"compile", "[FILE]", "print the nftables ruleset a policy compiles to", runCompile},
 		{"apply", "[FILE]", "apply a policy to this network namespace's kernel once", runApply},
-		{"run", "[--config FILE]", "run the router daemon: apply the policy and keep it applied", runRun},
+		{"run", "[--config FILE] [--state DIR] [--ssh ADDR] [--console TTY]", "run the router daemon: apply the policy, keep it applied, serve management", runRun},
+		{"key", "add|list --state DIR [--role ROLE] [FILE]", "manage the SSH keys that may log in", runKey},
 		{"lab", "up|down|run", "build a router lab of network namespaces and run sluice in it", runLab},
 		{"version", "", "print the version", runVersion},
 	}

@@ -2,41 +2,230 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/lipgloss"
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/sluicefw/sluice/appliance/router"
+	"github.com/sluicefw/sluice/appliance/sshd"
+	"github.com/sluicefw/sluice/appliance/state"
 	"github.com/sluicefw/sluice/dataplane/droplog"
-	"github.com/sluicefw/sluice/dataplane/netconf"
 	"github.com/sluicefw/sluice/dataplane/nft"
 	"github.com/sluicefw/sluice/dataplane/policy"
+	"github.com/sluicefw/sluice/tui"
 )
 
+// runOptions are sluice run's flags.
+type runOptions struct {
+	config     string
+	state      string
+	ssh        string
+	console    string
+	confirm    time.Duration
+	check      time.Duration
+	management listFlag
+}
+
 func runRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := newFlagSet("run", "[--config FILE]", `Run the router daemon in this network namespace: apply the policy's
-ruleset (the built-in default without --config), then bring its interfaces
-up with their static addresses, default routes and the forwarding sysctls,
-log every drop with its rule, and keep the ruleset applied, putting it back
-if the table disappears, until interrupted. On exit the ruleset stays in
-force: the box fails closed.`, stderr)
-	config := fs.String("config", "", "policy file (default: the built-in policy)")
-	every := fs.Duration("check", 5*time.Second, "how often to check that the ruleset is still in the kernel")
+	fs := newFlagSet("run", "[--config FILE] [--state DIR] [--ssh ADDR] [--console TTY]", `Run the router daemon in this network namespace: apply the policy in force
+(the last one confirmed in the state directory, else --config's, else the
+built-in default), then bring its interfaces up with their static
+addresses, default routes and the forwarding sysctls, log every drop with
+its rule, and keep the ruleset applied, putting it back if the table
+disappears, until interrupted. On exit the ruleset stays in force: the box
+fails closed.
+
+With --ssh, operators manage the box over SSH with the keys in the state
+directory's authorized_keys (see "sluice key"): a terminal session gets the
+TUI, and commands such as "ssh box status" run without one. With --console,
+the recovery console is served on that terminal device. A commit must be
+confirmed within --confirm, or the previous policy comes back by itself; a
+commit that would drop the committing session or a --management path is
+refused unless forced.`, stderr)
+	var o runOptions
+	fs.StringVar(&o.config, "config", "", "the policy to use while the state holds none, and to reset to (default: the built-in policy)")
+	fs.StringVar(&o.state, "state", "", "the state directory: policy history, keys, audit log, host key (default: a temporary one, removed at exit)")
+	fs.StringVar(&o.ssh, "ssh", "", "serve SSH management on this address, such as :22 (default: off)")
+	fs.StringVar(&o.console, "console", "", "serve the recovery console on this terminal device, such as /dev/ttyS0")
+	fs.DurationVar(&o.confirm, "confirm", router.DefaultConfirm, "how long a commit waits for confirmation before it rolls back")
+	fs.DurationVar(&o.check, "check", 5*time.Second, "how often to check that the ruleset is still in the kernel")
+	fs.Var(&o.management, "management", "a packet every new policy must accept, such as \"tcp 192.168.1.10:40000 -> 192.168.1.1:22 in lan\" (repeatable)")
 	if code, done := parseFlags(fs, args); done {
 		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "sluice run: unexpected argument %q\n", fs.Arg(0))
+		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logger := log.New(stderr, "sluice: ", log.LstdFlags)
-	if err := daemon(ctx, *config, *every, stdin, logger); err != nil {
+	if err := daemon(ctx, o, stdin, logger); err != nil {
 		logger.Print(err)
 		return 1
 	}
 	return 0
+}
+
+// daemon runs the router and its management services until ctx ends.
+func daemon(ctx context.Context, o runOptions, stdin io.Reader, logger *log.Logger) error {
+	name, src, err := readPolicy(o.config, stdin)
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	if _, ok := loadProgram("run", o.config, strings.NewReader(string(src)), logger.Writer()); !ok {
+		return fmt.Errorf("run: %s is not a valid policy", name)
+	}
+	dir := o.state
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "sluice-state-"); err != nil {
+			return fmt.Errorf("run: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		logger.Printf("state in %s until exit: --state DIR keeps it", dir)
+	}
+	store, err := state.Open(dir, time.Now)
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	engine, err := router.NewKernel(time.Minute, logger)
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	// Drops are always listened for: whether the kernel logs them is the
+	// policy's choice, and a commit may change it.
+	ring := droplog.NewRing(1024)
+	ln, err := droplog.Listen(-1, nft.LogGroup, ring)
+	if err != nil {
+		return fmt.Errorf("run: drop log: %w", err)
+	}
+	defer ln.Close()
+	go func() {
+		if err := ln.Run(); err != nil && ctx.Err() == nil {
+			logger.Printf("drop log stopped: %v", err)
+		}
+	}()
+	r, err := router.New(router.Config{
+		Store: store, Engine: engine, Default: src, DefaultName: name,
+		Confirm: o.confirm, Management: o.management, Drops: ring, Logger: logger,
+	})
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+
+	errc := make(chan error, 1)
+	go func() { errc <- r.Run(ctx, o.check) }()
+	if o.ssh != "" {
+		srv, err := serveSSH(o.ssh, store, r, logger)
+		if err != nil {
+			return fmt.Errorf("run: %w", err)
+		}
+		defer srv.Close()
+	}
+	if o.console != "" {
+		go serveConsole(ctx, o.console, store, r, logger)
+	}
+	go logDrops(ctx, logger, r, ring)
+	err = <-errc
+	logger.Print("stopping; the ruleset stays in force")
+	return err
+}
+
+// serveSSH starts the SSH server on addr.
+func serveSSH(addr string, store *state.Store, r *router.Router, logger *log.Logger) (*sshd.Server, error) {
+	hostKey, err := store.HostKey()
+	if err != nil {
+		return nil, fmt.Errorf("ssh: %w", err)
+	}
+	srv, err := sshd.New(sshd.Config{
+		HostKeyPEM: hostKey,
+		Authorize: func(k gossh.PublicKey) (tui.Identity, bool) {
+			key, ok := store.Authorize(k)
+			if !ok {
+				return tui.Identity{}, false
+			}
+			role := tui.Admin
+			if key.Role == "viewer" {
+				role = tui.Viewer
+			}
+			return tui.Identity{Name: key.Name, Role: role}, true
+		},
+		Audit: r.AuditEvent,
+		Program: func(id tui.Identity, rd *lipgloss.Renderer, w, h int) tea.Model {
+			return tui.New(id, r, r, tui.Options{Renderer: rd, Width: w, Height: h})
+		},
+		Command: r.Command,
+		Usage:   "sluice: run a command, such as `ssh box status`, or log in with a terminal for the TUI; `ssh box help` lists the commands\n",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ssh: %w", err)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("ssh: %w", err)
+	}
+	fp := ""
+	if signer, err := gossh.ParsePrivateKey(hostKey); err == nil {
+		fp = " (host key " + gossh.FingerprintSHA256(signer.PublicKey()) + ")"
+	}
+	logger.Printf("ssh: listening on %s%s", l.Addr(), fp)
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, net.ErrClosed) {
+			logger.Printf("ssh: %v", err)
+		}
+	}()
+	return srv, nil
+}
+
+// serveConsole serves the recovery console on a terminal device until ctx
+// ends, opening the device again whenever its input ends (a terminal
+// server hanging up), after a pause.
+func serveConsole(ctx context.Context, path string, store *state.Store, r *router.Router, logger *log.Logger) {
+	for ctx.Err() == nil {
+		tty, err := os.OpenFile(path, os.O_RDWR|syscall.O_NOCTTY, 0)
+		if err != nil {
+			logger.Printf("console %s: %v", path, err)
+		} else {
+			c := &tui.Console{ID: tui.Identity{Name: "console", Role: tui.Admin, Console: true}, Monitor: r, Recovery: r}
+			if _, set := store.CheckPassphrase(""); set {
+				c.Passphrase = func(p string) bool { ok, _ := store.CheckPassphrase(p); return ok }
+			}
+			if err := c.Run(ctx, tty, tty); err != nil && ctx.Err() == nil {
+				logger.Printf("console %s: %v", path, err)
+			}
+			tty.Close()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// logDrops logs every drop with its rule, as it is recorded.
+func logDrops(ctx context.Context, logger *log.Logger, r *router.Router, ring *droplog.Ring) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var seen uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			seen = printDrops(logger, r.Program(), ring, seen)
+		}
+	}
 }
 
 // printDrops logs the drops recorded since the count seen, and returns the
@@ -62,98 +251,4 @@ func printDrops(logger *log.Logger, prog *policy.Program, ring *droplog.Ring, se
 		logger.Printf("drop: %s in %s by %s", r.Summary(), in, rule)
 	}
 	return total
-}
-
-// daemon applies the policy and keeps it applied until ctx ends.
-func daemon(ctx context.Context, config string, every time.Duration, stdin io.Reader, logger *log.Logger) error {
-	prog, ok := loadProgram("run", config, stdin, logger.Writer())
-	if !ok {
-		return fmt.Errorf("run: no valid policy to apply")
-	}
-	opts := learned(prog)
-	rs, err := nft.Build(prog, opts)
-	if err != nil {
-		return fmt.Errorf("run: %w", err)
-	}
-	conn, err := nft.Dial(-1, time.Minute)
-	if err != nil {
-		return fmt.Errorf("run: %w", err)
-	}
-	// The firewall first: forwarding is turned on only once the ruleset
-	// that guards it is in force.
-	if err := nft.Apply(conn, rs); err != nil {
-		return fmt.Errorf("run: apply %s: %w", prog.File, err)
-	}
-	report, err := netconf.Apply(prog)
-	if err != nil {
-		// The ruleset stays in force; a missing device or address is
-		// logged, and the rest of the box keeps working.
-		logger.Printf("interfaces: %v", err)
-	}
-	for _, s := range report.Sysctls {
-		logger.Printf("sysctl %s = %s", s.Path, s.Value)
-	}
-	for _, d := range report.LinksUp {
-		logger.Printf("link %s up", d)
-	}
-	for _, a := range report.Addresses {
-		logger.Printf("address %s added", a)
-	}
-	for _, rt := range report.Routes {
-		logger.Printf("route %s", rt)
-	}
-	for _, a := range report.Extra {
-		logger.Printf("address %s is not in the policy; left alone", a)
-	}
-	logger.Printf("policy %s applied: %d rules; running", prog.File, len(prog.Rules))
-	ring := droplog.NewRing(1024)
-	if prog.Log.Drops {
-		ln, err := droplog.Listen(-1, nft.LogGroup, ring)
-		if err != nil {
-			return fmt.Errorf("run: drop log: %w", err)
-		}
-		defer ln.Close()
-		go func() {
-			if err := ln.Run(); err != nil && ctx.Err() == nil {
-				logger.Printf("drop log stopped: %v", err)
-			}
-		}()
-	}
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	logTick := time.NewTicker(time.Second)
-	defer logTick.Stop()
-	var logged uint64
-	for {
-		select {
-		case <-ctx.Done():
-			logger.Print("stopping; the ruleset stays in force")
-			return nil
-		case <-logTick.C:
-			logged = printDrops(logger, prog, ring, logged)
-		case <-tick.C:
-			// A DHCP uplink's addresses are the box's own: when they
-			// change, the ruleset is built again with them.
-			if now := learned(prog); !sameOptions(now, opts) {
-				if next, err := nft.Build(prog, now); err != nil {
-					logger.Printf("build with the uplink's new addresses: %v", err)
-				} else {
-					logger.Printf("uplink addresses now %v; applying %s again", now.Addresses, prog.File)
-					opts, rs = now, next
-					if err := nft.Apply(conn, rs); err != nil {
-						logger.Printf("apply %s: %v", prog.File, err)
-					}
-					continue
-				}
-			}
-			counters, err := conn.Counters(false)
-			if err == nil && len(counters) == len(rs.Counters) {
-				continue
-			}
-			logger.Printf("table inet %s is gone or changed (%v); applying %s again", nft.TableName, err, prog.File)
-			if err := nft.Apply(conn, rs); err != nil {
-				logger.Printf("apply %s: %v", prog.File, err)
-			}
-		}
-	}
 }

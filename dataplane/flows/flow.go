@@ -43,6 +43,11 @@ type Flow struct {
 	// Timeout is how long the kernel keeps the entry without another packet.
 	Timeout time.Duration `json:"timeout"`
 
+	// Start is when the flow's first packet was seen. The kernel records it
+	// only while net.netfilter.nf_conntrack_timestamp is 1 (sluice run sets
+	// it), and only for entries created meanwhile; otherwise it is zero.
+	Start time.Time `json:"start,omitzero"`
+
 	// Packets and Bytes count the original [0] and reply [1] directions.
 	// The kernel counts only while the namespace's
 	// net.netfilter.nf_conntrack_acct is 1 (it is 0 by default), and only
@@ -111,6 +116,9 @@ func fromKernel(k *conntrack.Flow) Flow {
 		Bytes:     [2]uint64{k.CountersOrig.Bytes, k.CountersReply.Bytes},
 		Mark:      k.Mark,
 		Zone:      k.Zone,
+	}
+	if !k.Timestamp.Start.IsZero() && k.Timestamp.Start.Unix() > 0 {
+		f.Start = k.Timestamp.Start
 	}
 	if o.Proto.ICMPv4 || o.Proto.ICMPv6 {
 		f.ICMPType, f.ICMPCode, f.ICMPID = o.Proto.ICMPType, o.Proto.ICMPCode, o.Proto.ICMPID

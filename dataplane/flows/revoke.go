@@ -33,11 +33,11 @@ func Revoke(c *Conn, prog *policy.Program, opts policy.Options) ([]Flow, error) 
 	if err != nil {
 		return nil, fmt.Errorf("revoke: %w", err)
 	}
-	j := newJudge(prog, opts)
+	j := NewJudge(prog, opts)
 	var deleted []Flow
 	var errs []error
 	for _, f := range flows {
-		if _, allowed := j.judge(f); allowed {
+		if _, d, decided := j.Decide(f); !decided || d.Verdict == policy.Accept {
 			continue
 		}
 		if err := c.Delete(f); err != nil {
@@ -55,8 +55,10 @@ func Revoke(c *Conn, prog *policy.Program, opts policy.Options) ([]Flow, error) 
 	return deleted, nil
 }
 
-// judge decides flows against one program. It is read-only once built.
-type judge struct {
+// Judge decides flows against one program as Revoke does: a flow is judged
+// as the packet that started it, on the interface its source routes
+// through. It is read-only once built and safe for concurrent use.
+type Judge struct {
 	ev     *policy.Evaluator
 	routes []ifacePrefix
 	uplink int                 // interface of the default route, or -1
@@ -68,8 +70,9 @@ type ifacePrefix struct {
 	iface  int
 }
 
-func newJudge(prog *policy.Program, opts policy.Options) *judge {
-	j := &judge{ev: policy.NewEvaluator(prog, opts), uplink: -1, box: map[netip.Addr]bool{}}
+// NewJudge builds a Judge for prog with the addresses opts adds.
+func NewJudge(prog *policy.Program, opts policy.Options) *Judge {
+	j := &Judge{ev: policy.NewEvaluator(prog, opts), uplink: -1, box: map[netip.Addr]bool{}}
 	for i, ifc := range prog.Interfaces {
 		// As policy.Evaluator: the last uplink holds the default route.
 		if ifc.Uplink() {
@@ -83,20 +86,21 @@ func newJudge(prog *policy.Program, opts policy.Options) *judge {
 	return j
 }
 
-// judge returns the packet that started f and whether prog accepts it.
-// Flows it does not decide (see Revoke) are allowed, with a zero packet.
-func (j *judge) judge(f Flow) (pk policy.Packet, allowed bool) {
+// Decide returns the packet that started f and the program's decision on
+// it. decided is false for a flow the policy does not filter (see Revoke);
+// such a flow is allowed.
+func (j *Judge) Decide(f Flow) (pk policy.Packet, d policy.Decision, decided bool) {
 	pk, ok := j.firstPacket(f)
 	if !ok {
-		return pk, true
+		return pk, d, false
 	}
-	return pk, j.ev.Evaluate(&pk).Verdict == policy.Accept
+	return pk, j.ev.Evaluate(&pk), true
 }
 
 // firstPacket returns the packet that started f, on the interface its
 // source routes through; ok is false for a flow whose source names no
 // interface.
-func (j *judge) firstPacket(f Flow) (pk policy.Packet, ok bool) {
+func (j *Judge) firstPacket(f Flow) (pk policy.Packet, ok bool) {
 	src, dst := f.Src.Addr().Unmap(), f.Dst.Addr().Unmap()
 	if !src.IsValid() || src.IsUnspecified() || src.IsLoopback() || src.IsLinkLocalUnicast() || j.box[src] {
 		return pk, false
@@ -117,7 +121,7 @@ func (j *judge) firstPacket(f Flow) (pk policy.Packet, ok bool) {
 
 // route returns the interface whose longest prefix holds a, else the
 // uplink; -1 when there is neither.
-func (j *judge) route(a netip.Addr) int {
+func (j *Judge) route(a netip.Addr) int {
 	best, bits := j.uplink, -1
 	for _, r := range j.routes {
 		// >=: of equal prefixes the later interface wins, as in the evaluator's table.

@@ -52,7 +52,7 @@ func TestFirstPacket(t *testing.T) {
 	prog := compile(t, "lab.yaml", lab.Policy())
 	// An address the lan interface learned at run time.
 	opts := policy.Options{Addresses: map[string][]netip.Prefix{"lan": {netip.MustParsePrefix("10.9.0.1/24")}}}
-	j := newJudge(prog, opts)
+	j := NewJudge(prog, opts)
 	addr := netip.MustParseAddr
 	tests := []struct {
 		name       string
@@ -162,8 +162,9 @@ func TestFirstPacket(t *testing.T) {
 					t.Errorf("%s: decided %v by %q, want reason %q", tc.flow, d.Verdict, d.Reason, tc.wantReason)
 				}
 			}
-			if _, allowed := j.judge(tc.flow); allowed != tc.wantAllow {
-				t.Errorf("judge(%s) allowed = %v, want %v", tc.flow, allowed, tc.wantAllow)
+			_, d, decided := j.Decide(tc.flow)
+			if allowed := !decided || d.Verdict == policy.Accept; allowed != tc.wantAllow {
+				t.Errorf("Decide(%s) allowed = %v, want %v", tc.flow, allowed, tc.wantAllow)
 			}
 		})
 	}
@@ -173,7 +174,7 @@ func TestFirstPacket(t *testing.T) {
 // prefix names no interface, and its flow is left alone.
 func TestFirstPacketNoUplink(t *testing.T) {
 	prog := compile(t, "lab-no-gateway.yaml", labPolicy(t, `, gateway: [81.0.0.1, "2a00:1::1"]`, ""))
-	j := newJudge(prog, policy.Options{})
+	j := NewJudge(prog, policy.Options{})
 	f := tcpFlow("93.184.216.34:50000", "81.0.0.2:8080", "192.168.1.10:80", "93.184.216.34:50000")
 	if pk, ok := j.firstPacket(f); ok {
 		t.Errorf("firstPacket(%s) = %+v, want no packet: no interface routes to the source", f, pk)

@@ -647,3 +647,62 @@ func TestApplyDHCP(t *testing.T) {
 		t.Errorf("second Apply = %+v, %v; want no change", got, err)
 	}
 }
+
+// TestLinks reads the policy's interfaces back after Apply: state, every
+// address and counters that move when traffic passes; a device the kernel
+// lacks is listed as absent.
+func TestLinks(t *testing.T) {
+	ns := newNetNS(t)
+	ns.Run(t, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+	prog := compile(t, staticPolicy+"\n")
+	if _, err := applyIn(t, ns, prog); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	// A ping out of each end of the pair to an address nobody has: the
+	// neighbour solicitations leave one end and arrive at the other, so
+	// every counter moves (the pings themselves fail).
+	ns.Command("ping", "-c1", "-W1", "-I", "eth0", "81.0.0.9").Run()
+	ns.Command("ping", "-c1", "-W1", "-I", "eth1", "192.168.1.9").Run()
+	var got []Link
+	var err error
+	if nerr := inNetNS(ns.Path(), func() { got, err = Links(prog) }); nerr != nil {
+		t.Fatalf("enter netns: %v", nerr)
+	}
+	if err != nil {
+		t.Fatalf("Links: %v", err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("Links returned %d links, want 2: %+v", len(got), got)
+	}
+	for _, l := range got {
+		if !l.Present || !l.Up || l.TxBytes == 0 || l.RxBytes == 0 {
+			t.Errorf("link %s (%s): present %v up %v rx %d tx %d, want present, up and both counters moved", l.Name, l.Device, l.Present, l.Up, l.RxBytes, l.TxBytes)
+		}
+	}
+	wantAddrs := map[string][]netip.Prefix{
+		"wan": {pfx("81.0.0.2/24"), pfx("2a00:1::2/64")},
+		"lan": {pfx("192.168.1.1/24"), pfx("fd00:53:1::1/64")},
+	}
+	for _, l := range got {
+		var global []netip.Prefix
+		for _, a := range l.Addrs {
+			if !a.Addr().IsLinkLocalUnicast() {
+				global = append(global, a)
+			}
+		}
+		slices.SortFunc(global, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+		if diff := cmp.Diff(wantAddrs[l.Name], global, reportOpts); diff != "" {
+			t.Errorf("link %s addresses (-want +got):\n%s", l.Name, diff)
+		}
+	}
+
+	ns.Run(t, "ip", "link", "del", "eth0")
+	if nerr := inNetNS(ns.Path(), func() { got, err = Links(prog) }); nerr != nil || err != nil {
+		t.Fatalf("Links after deleting eth0: %v %v", nerr, err)
+	}
+	for _, l := range got {
+		if l.Present {
+			t.Errorf("link %s (%s) present after the veth pair was deleted", l.Name, l.Device)
+		}
+	}
+}

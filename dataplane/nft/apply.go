@@ -222,9 +222,29 @@ func (c *Conn) CountElements(set string) (int, error) {
 	return countSetElements(raw, set)
 }
 
+// Counter is what one rule's named counter holds.
+type Counter struct {
+	Packets, Bytes uint64
+}
+
 // Counters returns the packets counted so far by each named counter of table
 // inet sluice, by rule ID; reset sets them back to zero as they are read.
 func (c *Conn) Counters(reset bool) (map[string]uint64, error) {
+	all, err := c.RuleCounters(reset)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]uint64, len(all))
+	for id, co := range all {
+		out[id] = co.Packets
+	}
+	return out, nil
+}
+
+// RuleCounters returns the packets and bytes counted so far by each named
+// counter of table inet sluice, by rule ID; reset sets them back to zero as
+// they are read.
+func (c *Conn) RuleCounters(reset bool) (map[string]Counter, error) {
 	t := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
 	var objs []nftables.Obj
 	var err error
@@ -236,10 +256,10 @@ func (c *Conn) Counters(reset bool) (map[string]uint64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read counters of table inet %s: %w", TableName, err)
 	}
-	out := make(map[string]uint64, len(objs))
+	out := make(map[string]Counter, len(objs))
 	for _, o := range objs {
 		if co, ok := o.(*nftables.CounterObj); ok {
-			out[co.Name] = co.Packets
+			out[co.Name] = Counter{Packets: co.Packets, Bytes: co.Bytes}
 		}
 	}
 	return out, nil

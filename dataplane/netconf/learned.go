@@ -1,4 +1,4 @@
-package main
+package netconf
 
 import (
 	"net"
@@ -8,12 +8,12 @@ import (
 	"github.com/sluicefw/sluice/dataplane/policy"
 )
 
-// learned returns the addresses the policy's DHCP interfaces hold now, in
+// Learned returns the addresses the policy's DHCP interfaces hold now, in
 // this network namespace: a lease's IPv4 address and the IPv6 addresses the
 // uplink configured itself. They are the box's own addresses, and their
 // prefixes are their zone's own (exempt from the bogon check), as static
 // ones are. Interfaces without DHCP, or not present, contribute nothing.
-func learned(prog *policy.Program) policy.Options {
+func Learned(prog *policy.Program) policy.Options {
 	opts := policy.Options{Addresses: map[string][]netip.Prefix{}}
 	for _, ifc := range prog.Interfaces {
 		if !ifc.DHCP {
@@ -50,8 +50,8 @@ func learned(prog *policy.Program) policy.Options {
 	return opts
 }
 
-// sameOptions reports whether two sets of learned addresses are equal.
-func sameOptions(a, b policy.Options) bool {
+// SameAddresses reports whether two sets of learned addresses are equal.
+func SameAddresses(a, b policy.Options) bool {
 	if len(a.Addresses) != len(b.Addresses) {
 		return false
 	}
