@@ -61,6 +61,7 @@ bench:
 	$(GO) test -run '^$$' -bench Evaluate -benchmem -count 5 ./dataplane/policy
 	$(GO) test -run '^$$' -bench Apply -benchtime 2x ./dataplane/nft
 	$(GO) test -run '^$$' -bench Forward -benchtime 1x -count 3 ./dataplane/nft
+	$(GO) test -run '^$$' -bench Flows -benchmem -count 3 ./tui
 
 # run does the most real thing sluice can do until the appliance image
 # exists: a lab of network namespaces with sluice routing between an

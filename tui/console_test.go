@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/netip"
@@ -19,23 +18,6 @@ import (
 
 	"github.com/sluicefw/sluice/dataplane/flows"
 )
-
-// -update re-records testdata/console.golden:
-//
-//	go test ./tui -run Console -update
-//
-// It is registered here unless another test file of the package has.
-var _ = func() bool {
-	if flag.Lookup("update") == nil {
-		flag.Bool("update", false, "re-record the golden files under testdata")
-	}
-	return true
-}()
-
-func consoleUpdate() bool {
-	f := flag.Lookup("update")
-	return f != nil && f.Value.String() == "true"
-}
 
 // consoleClock is the fixed "now" of every test.
 var consoleClock = time.Date(2026, 11, 25, 21, 0, 0, 0, time.UTC)
@@ -543,7 +525,7 @@ func TestConsoleGolden(t *testing.T) {
 
 	got := term.all.String()
 	golden := "testdata/console.golden"
-	if consoleUpdate() {
+	if *update {
 		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
 			t.Fatal(err)
 		}

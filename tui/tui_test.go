@@ -20,19 +20,10 @@ import (
 	"github.com/sluicefw/sluice/dataplane/policy"
 )
 
-// -update re-records the golden files under testdata. The flag is shared
-// with the package's other test files; whichever initialises first defines it.
-var _ = func() bool {
-	if flag.Lookup("update") == nil {
-		flag.Bool("update", false, "re-record the golden files under testdata")
-	}
-	return true
-}()
-
-func updateGolden() bool {
-	f := flag.Lookup("update")
-	return f != nil && f.Value.String() == "true"
-}
+// update re-records the golden files under testdata:
+//
+//	go test ./tui -update
+var update = flag.Bool("update", false, "re-record the golden files under testdata")
 
 var t0 = time.Date(2026, 3, 4, 12, 0, 0, 0, time.UTC)
 
@@ -236,7 +227,7 @@ func press(t testing.TB, m Model, keys ...string) Model {
 func golden(t *testing.T, name, got string) {
 	t.Helper()
 	path := filepath.Join("testdata", name+".golden")
-	if updateGolden() {
+	if *update {
 		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -536,6 +527,22 @@ func BenchmarkFlowsView(b *testing.B) {
 	}
 }
 
+// BenchmarkFlowsViewAllRows is the baseline for BenchmarkFlowsView: the
+// same table code asked to render every one of the 100,000 rows, as a
+// table without a viewport would.
+func BenchmarkFlowsViewAllRows(b *testing.B) {
+	mon, op, c := testFixture()
+	mon.flows = manyFlows(100_000, 1)
+	m := newTestModel(b, admin, mon, op, c)
+	m = step(b, m, tea.WindowSizeMsg{Width: 120, Height: 40})
+	m = press(b, m, "2")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		_ = m.flows.View(m.st, t0, 120, 100_000+10)
+	}
+}
+
 func BenchmarkFlowsRefresh(b *testing.B) {
 	for _, filter := range []string{"", "192.168.1"} {
 		b.Run(fmt.Sprintf("filter=%q", filter), func(b *testing.B) {
@@ -629,5 +636,36 @@ func TestQuickAllowError(t *testing.T) {
 	}
 	if len(op.previews) != 0 || m.polMode != policyView {
 		t.Errorf("a failed quick allow previewed %q", op.previews)
+	}
+}
+
+// TestStaleRules: a rule hit longer ago than StaleAfter is stale; one never
+// hit is stale only once the policy has been in force that long.
+func TestStaleRules(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		inForce   time.Duration // since the policy was committed
+		wantNever bool          // the never-hit rule is marked stale
+	}{
+		{"policy committed 3h ago", 3 * time.Hour, false},
+		{"policy committed 2 days ago", 48 * time.Hour, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mon, op, c := testFixture()
+			mon.status.Started = t0.Add(-30 * 24 * time.Hour)
+			mon.status.Policy.When = t0.Add(-tc.inForce)
+			m := newTestModel(t, admin, mon, op, c)
+			view := press(t, m, "4").View()
+			stale := map[string]bool{}
+			for _, line := range strings.Split(view, "\n") {
+				if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], "r") {
+					stale[f[0]] = strings.HasSuffix(strings.TrimSpace(line), "stale")
+				}
+			}
+			want := map[string]bool{"r1a2b3c4d5e": false, "r0f1e2d3c4b": true, "r9a8b7c6d5e": tc.wantNever}
+			if diff := cmp.Diff(want, stale); diff != "" {
+				t.Errorf("stale rules (-want +got):\n%s\n%s", diff, view)
+			}
+		})
 	}
 }

@@ -219,7 +219,9 @@ func (m Model) overviewView(now time.Time) string {
 		fmt.Fprintf(&b, ": %s", v.Why)
 	}
 	b.WriteString("\n\n")
-	b.WriteString(m.st.header.Render(fmt.Sprintf("%-8s %-10s %-5s %-36s %12s %12s", "IFACE", "DEVICE", "LINK", "ADDRESSES", "RX", "TX")))
+	// Addresses go last: a box with IPv6 has several per interface, and
+	// they may run to the edge of the screen without hiding the rates.
+	b.WriteString(m.st.header.Render(fmt.Sprintf("%-8s %-10s %-5s %12s %12s  %s", "IFACE", "DEVICE", "LINK", "RX", "TX", "ADDRESSES")))
 	for _, in := range s.Interfaces {
 		link := "down"
 		if in.Up {
@@ -233,7 +235,7 @@ func (m Model) overviewView(now time.Time) string {
 		if r, ok := m.rates[in.Name]; ok {
 			rx, tx = bitRate(r[0]), bitRate(r[1])
 		}
-		b.WriteString("\n" + truncate(fmt.Sprintf("%-8s %-10s %-5s %-36s %12s %12s", in.Name, in.Device, link, strings.Join(addrs, " "), rx, tx), m.width))
+		b.WriteString("\n" + truncate(fmt.Sprintf("%-8s %-10s %-5s %12s %12s  %s", in.Name, in.Device, link, rx, tx, strings.Join(addrs, " ")), m.width))
 	}
 	b.WriteString("\n\n")
 	b.WriteString(m.st.header.Render("Alerts"))
@@ -289,11 +291,17 @@ func (m Model) dropsView(h int) string {
 
 func (m Model) rulesView(now time.Time, h int) string {
 	var b strings.Builder
-	b.WriteString(m.st.header.Render(truncate(fmt.Sprintf("%-12s %-30s %5s %10s %10s %-10s %s", "ID", "NAME", "LINE", "PACKETS", "BYTES", "LAST HIT", ""), m.width)))
+	b.WriteString(m.st.header.Render(truncate(fmt.Sprintf("%-12s %-36s %5s %10s %10s %-10s %s", "ID", "NAME", "LINE", "PACKETS", "BYTES", "LAST HIT", ""), m.width)))
 	rules := m.snap.Rules
+	// A rule never hit is stale once the policy has been in force for
+	// StaleAfter: since the later of the start and the policy's commit.
+	since := m.snap.Status.Started
+	if w := m.snap.Status.Policy.When; w.After(since) {
+		since = w
+	}
 	for i := m.rulesTop; i < len(rules) && i < m.rulesTop+h-1; i++ {
 		r := rules[i]
-		last, stale := "never", true
+		last, stale := "never", !since.IsZero() && now.Sub(since) > m.opts.StaleAfter
 		if !r.LastHit.IsZero() {
 			last = ago(now.Sub(r.LastHit))
 			stale = now.Sub(r.LastHit) > m.opts.StaleAfter
@@ -302,7 +310,11 @@ func (m Model) rulesView(now time.Time, h int) string {
 		if r.Line > 0 {
 			line = strconv.Itoa(r.Line)
 		}
-		row := truncate(fmt.Sprintf("%-12s %-30s %5s %10d %10s %-10s", r.ID, r.Name, line, r.Packets, humanBytes(r.Bytes), last), m.width)
+		name := r.Name
+		if len(name) > 36 {
+			name = name[:35] + "~"
+		}
+		row := truncate(fmt.Sprintf("%-12s %-36s %5s %10d %10s %-10s", r.ID, name, line, r.Packets, humanBytes(r.Bytes), last), m.width)
 		if stale {
 			row = m.st.stale.Render(truncate(row+" stale", m.width))
 		}

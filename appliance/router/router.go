@@ -123,7 +123,7 @@ func New(cfg Config) (*Router, error) {
 		cfg.Logger = log.New(discard{}, "", 0)
 	}
 	r := &Router{cfg: cfg, started: cfg.Now(), lastHit: map[string]time.Time{}}
-	def, err := r.compile(cfg.DefaultName, cfg.Default)
+	def, err := r.defaultPolicy()
 	if err != nil {
 		return nil, fmt.Errorf("router: default policy: %w", err)
 	}
@@ -154,6 +154,13 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 func version(v state.Version) tui.Version {
 	return tui.Version{N: v.N, Who: v.Who, Why: v.Why, When: v.When}
+}
+
+// defaultPolicy compiles the default policy, version 0.
+func (r *Router) defaultPolicy() (loaded, error) {
+	l, err := r.compile(r.cfg.DefaultName, r.cfg.Default)
+	l.v = tui.Version{N: 0, Why: "the default policy, " + r.cfg.DefaultName}
+	return l, err
 }
 
 // compile parses and compiles a policy text; errors are the diagnostics.
@@ -206,7 +213,7 @@ func (r *Router) Run(ctx context.Context, check time.Duration) error {
 	err := r.cfg.Engine.Apply(r.current.prog)
 	if err != nil && r.current.v.N != 0 {
 		r.alert(fmt.Sprintf("apply policy v%d: %v; applying %s", r.current.v.N, err, r.cfg.DefaultName))
-		def, derr := r.compile(r.cfg.DefaultName, r.cfg.Default)
+		def, derr := r.defaultPolicy()
 		if derr == nil {
 			r.current, r.confirmed = def, def
 			err = r.cfg.Engine.Apply(def.prog)
@@ -478,7 +485,7 @@ func (r *Router) ResetDefault(id tui.Identity) error {
 }
 
 func (r *Router) resetDefault(id tui.Identity) error {
-	def, err := r.compile(r.cfg.DefaultName, r.cfg.Default)
+	def, err := r.defaultPolicy()
 	if err != nil {
 		return fmt.Errorf("reset to %s: %w", r.cfg.DefaultName, err)
 	}

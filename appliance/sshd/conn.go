@@ -19,8 +19,10 @@ import (
 // without a verified key after trying to authenticate, it counts as one
 // failed login of its address.
 //
-// Its methods may be called concurrently: the handshake, the sessions and
-// Server.Close each run on their own goroutine.
+// It counts in Server.loggingIn from accept until a key is verified or it
+// closes. Its methods may be called concurrently: the handshake, the
+// sessions and Server.Close each run on their own goroutine. Its lock is
+// never held while it calls into the Server.
 type conn struct {
 	net.Conn
 	srv    *Server
@@ -36,13 +38,14 @@ type conn struct {
 	authed  bool                    // a key in keys was verified
 	id      tui.Identity            // who, once authed
 	closed  bool
+	counted bool // in srv.loggingIn: neither authed nor closed yet
 }
 
 // connKey is the ssh.Context key of a connection's *conn.
 type connKey struct{}
 
 func newConn(nc net.Conn, srv *Server, remote netip.AddrPort, authBy time.Time) *conn {
-	c := &conn{Conn: nc, srv: srv, remote: remote, authBy: authBy}
+	c := &conn{Conn: nc, srv: srv, remote: remote, authBy: authBy, counted: srv != nil}
 	_ = nc.SetDeadline(authBy) // a failure shows as the first read's error
 	return c
 }
@@ -94,12 +97,19 @@ func (c *conn) refuse() {
 // before.
 func (c *conn) verified(key gossh.PublicKey) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	id, ok := c.keys[string(key.Marshal())]
 	if !ok {
+		c.mu.Unlock()
 		return errors.New("verified key was not authorized when offered")
 	}
 	c.authed, c.id = true, id
+	counted := c.counted
+	c.counted = false
+	c.mu.Unlock()
+
+	if counted {
+		c.srv.endLogin()
+	}
 	return nil
 }
 
@@ -133,9 +143,14 @@ func (c *conn) Close() error {
 	failed := !c.closed && c.tried && !c.authed && !c.refused
 	c.closed = true
 	user, unknown := c.user, c.unknown
+	counted := c.counted
+	c.counted = false
 	c.mu.Unlock()
 
 	err := c.Conn.Close()
+	if counted {
+		c.srv.endLogin()
+	}
 	if failed {
 		c.srv.loginFailed(c.remote, user, unknown)
 	}

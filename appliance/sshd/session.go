@@ -85,7 +85,7 @@ func (s *Server) run(sess ssh.Session, id tui.Identity, args []string, pty ssh.P
 		}
 		return s.runCommand(sess, id, args), nil
 	case isPty && s.cfg.Program != nil:
-		return s.runProgram(sess, id, pty, winch), nil
+		return s.runProgram(sess, id, pty, winch)
 	default:
 		if isPty {
 			go drain(winch)
@@ -101,7 +101,7 @@ func describe(args []string, pty ssh.Pty, isPty, program bool) string {
 	case len(args) > 0:
 		return fmt.Sprintf("command %q", strings.Join(args, " "))
 	case isPty && program:
-		return fmt.Sprintf("console %dx%d %s", pty.Window.Width, pty.Window.Height, pty.Term)
+		return fmt.Sprintf("TUI on a %dx%d %s terminal", pty.Window.Width, pty.Window.Height, pty.Term)
 	default:
 		return "usage"
 	}
@@ -119,8 +119,9 @@ func (s *Server) runCommand(sess ssh.Session, id tui.Identity, args []string) in
 }
 
 // runProgram runs the console's model until it quits, the client sends EOF
-// or disconnects, and returns the exit status.
-func (s *Server) runProgram(sess ssh.Session, id tui.Identity, pty ssh.Pty, winch <-chan ssh.Window) int {
+// or disconnects, and returns the exit status. A panic in the model, which
+// the program recovers from, is returned as crash.
+func (s *Server) runProgram(sess ssh.Session, id tui.Identity, pty ssh.Pty, winch <-chan ssh.Window) (code int, crash error) {
 	env := sess.Environ()
 	r := newRenderer(sess, pty.Term, env)
 	m := s.cfg.Program(id, r, pty.Window.Width, pty.Window.Height)
@@ -158,12 +159,14 @@ func (s *Server) runProgram(sess ssh.Session, id tui.Identity, pty ssh.Pty, winc
 	_, err := p.Run()
 	switch {
 	case err == nil:
-		return 0
+		return 0, nil
+	case errors.Is(err, tea.ErrProgramPanic):
+		return 1, err
 	case errors.Is(err, tea.ErrProgramKilled) && ctx.Err() != nil:
-		return 0 // the client went away; nobody reads the status
+		return 0, nil // the client went away; nobody reads the status
 	default:
 		fmt.Fprintf(sess.Stderr(), "sluice: console: %v\n", err)
-		return 1
+		return 1, nil
 	}
 }
 

@@ -2,9 +2,9 @@
 // interactive console on a terminal, and one-shot commands such as
 // `ssh box status`.
 //
-// It exists so that the daemon only says which keys may log in and what a
-// session runs, while keeping strangers out, limiting how many try and how
-// many stay, and auditing each of them is done once, here.
+// It exists so that keeping strangers out, limiting how many try and how
+// many stay, and auditing each of them are done once, here; the daemon only
+// says which keys may log in and what a session runs.
 package sshd
 
 import (
@@ -37,6 +37,11 @@ const (
 	// maxAuthTries is how many failed authentication requests one
 	// connection may make before it is disconnected.
 	maxAuthTries = 6
+	// maxLoggingIn is how many connections may be authenticating at once,
+	// from all addresses together; more are closed at once, so that a
+	// flood of handshakes neither exhausts the box nor outlasts the
+	// failed-login limit, which counts only finished attempts.
+	maxLoggingIn = 32
 
 	defaultMaxSessions = 8
 	defaultFailLimit   = 5
@@ -70,8 +75,9 @@ type Config struct {
 	// Audit records an event. who is Identity.String() of a session, or
 	// the client's address, such as "192.0.2.7:51234", before a key is
 	// verified. action is one of "login", "logout", "login-failed" and
-	// "refused" (too many failed logins from the address, or too many
-	// sessions). Nil discards the events.
+	// "refused" (too many failed logins from the address, too many
+	// connections logging in at once, too many sessions, or a command line
+	// that does not split into words). Nil discards the events.
 	Audit func(who, action, detail string)
 
 	// MaxSessions is how many sessions may be open at once; one more is
@@ -114,16 +120,20 @@ type Config struct {
 }
 
 // Server is sluice's SSH server. Serve and Close may be called from any
-// goroutine; a Server serves any number of listeners until Close.
+// goroutine; a Server serves any number of listeners until Close. No lock
+// of its own is held while it calls Config's functions.
 type Server struct {
 	cfg    Config
 	ssh    *ssh.Server
 	limits *limiter
 
-	mu        sync.Mutex
-	sessions  int // open sessions
-	closed    bool
-	listeners map[net.Listener]struct{}
+	mu           sync.Mutex
+	sessions     int  // open sessions
+	loggingIn    int  // connections accepted and not yet authenticated or closed
+	maxLoggingIn int  // maxLoggingIn, lowered by tests
+	busyReported bool // a refusal for loggingIn was audited since it was last below maxLoggingIn
+	closed       bool
+	listeners    map[net.Listener]struct{}
 }
 
 // New checks cfg, fills in its defaults and returns a Server ready to
@@ -163,9 +173,10 @@ func New(cfg Config) (*Server, error) {
 	}
 
 	s := &Server{
-		cfg:       cfg,
-		limits:    newLimiter(cfg.FailLimit, cfg.FailWindow),
-		listeners: make(map[net.Listener]struct{}),
+		cfg:          cfg,
+		limits:       newLimiter(cfg.FailLimit, cfg.FailWindow),
+		maxLoggingIn: maxLoggingIn,
+		listeners:    make(map[net.Listener]struct{}),
 	}
 	s.ssh = &ssh.Server{
 		Version:              "sluice",
@@ -227,13 +238,21 @@ func (s *Server) Close() error {
 }
 
 // accept runs first for every TCP connection: it refuses an address with
-// too many failed logins, and otherwise wraps the connection to follow its
+// too many failed logins, and any connection while too many others are
+// logging in; otherwise it wraps the connection to follow its
 // authentication.
 func (s *Server) accept(ctx ssh.Context, nc net.Conn) net.Conn {
 	remote := addrPort(nc.RemoteAddr())
 	if refused, report := s.limits.refused(remote.Addr(), s.cfg.Now()); refused {
 		if report {
 			s.auditRefusedAddr(remote)
+		}
+		return nil // the library closes nc
+	}
+	if ok, report := s.startLogin(); !ok {
+		if report {
+			s.cfg.Audit(remote.String(), "refused",
+				fmt.Sprintf("%d connections are logging in already; new ones are closed until fewer are", s.maxLoggingIn))
 		}
 		return nil // the library closes nc
 	}
@@ -308,6 +327,30 @@ func (s *Server) auditRefusedAddr(remote netip.AddrPort) {
 	s.cfg.Audit(remote.String(), "refused",
 		fmt.Sprintf("%d failed logins within %s; connections from the address are refused for %s",
 			s.cfg.FailLimit, s.cfg.FailWindow, s.cfg.FailWindow))
+}
+
+// startLogin counts a connection that starts logging in, unless too many
+// are; report is true for the first refusal since there were fewer.
+func (s *Server) startLogin() (ok, report bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.loggingIn >= s.maxLoggingIn {
+		report = !s.busyReported
+		s.busyReported = true
+		return false, report
+	}
+	s.loggingIn++
+	return true, false
+}
+
+// endLogin counts a connection that authenticated or closed.
+func (s *Server) endLogin() {
+	s.mu.Lock()
+	s.loggingIn--
+	if s.loggingIn < s.maxLoggingIn {
+		s.busyReported = false
+	}
+	s.mu.Unlock()
 }
 
 // openSession counts a new session unless MaxSessions are open already.

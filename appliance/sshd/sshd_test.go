@@ -281,6 +281,12 @@ func serve(t *testing.T, cfg Config) netip.AddrPort {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveServer(t, s)
+}
+
+// serveServer runs s on 127.0.0.1 until the test ends.
+func serveServer(t *testing.T, s *Server) netip.AddrPort {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -520,6 +526,29 @@ func TestCommandPanic(t *testing.T) {
 	}
 }
 
+// TestSessionsOnly checks that a logged-in client gets sessions and nothing
+// else: no subsystem such as sftp, no port forwarding.
+func TestSessionsOnly(t *testing.T) {
+	tb := start(t, Config{})
+	for _, tc := range []struct {
+		name    string
+		options []string
+		command []string
+		wantErr string
+	}{
+		{"sftp subsystem", []string{"-s"}, []string{"sftp"}, "subsystem request failed"},
+		{"remote forwarding", []string{"-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:9"}, []string{"status"}, "remote port forwarding failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := run(t, tb.addr, client{key: tb.alice, options: tc.options}, tc.command...)
+			if got.code != 255 || !strings.Contains(got.stderr, tc.wantErr) {
+				t.Errorf("exit status %d, stderr %q; want 255 and %q", got.code, got.stderr, tc.wantErr)
+			}
+		})
+	}
+	tb.cmds.noCalls(t)
+}
+
 func TestUsage(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -692,6 +721,75 @@ func TestSessionLimit(t *testing.T) {
 	tb.cmds.next(t)
 }
 
+// TestLoggingInLimit holds connections that never speak, as a flood of
+// handshakes would, and checks that they keep others out only while they
+// are open.
+func TestLoggingInLimit(t *testing.T) {
+	needOpenSSH(t)
+	alice := newKeyPair(t, "alice")
+	pem, _ := hostKeyPEM(t)
+	audit := newAuditLog()
+	cmds := newCommands()
+	s, err := New(Config{
+		HostKeyPEM: pem,
+		Authorize:  authorize(alice.pub, tui.Identity{Name: "alice", Role: tui.Admin}),
+		Audit:      audit.Audit,
+		Command:    cmds.Command,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.maxLoggingIn = 2
+	addr := serveServer(t, s)
+	loggingIn := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(waitTimeout)
+		for {
+			s.mu.Lock()
+			got := s.loggingIn
+			s.mu.Unlock()
+			if got == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d connections logging in after %s, want %d", got, waitTimeout, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+
+	var silent []net.Conn
+	for range 2 {
+		c, err := net.DialTimeout("tcp", addr.String(), waitTimeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		silent = append(silent, c)
+	}
+	loggingIn(2)
+
+	if got := run(t, addr, client{key: alice}, "status"); got.code != 255 {
+		t.Errorf("while 2 connections log in: exit status %d, want 255", got.code)
+	}
+	refused := audit.wait(t, "refused", 1)[0]
+	if want := "2 connections are logging in already; new ones are closed until fewer are"; refused.Detail != want {
+		t.Errorf("refused detail %q, want %q", refused.Detail, want)
+	}
+	cmds.noCalls(t)
+
+	silent[0].Close()
+	loggingIn(1)
+	if got := run(t, addr, client{key: alice}, "status"); got.code != 0 {
+		t.Errorf("once one closed: exit status %d, want 0; stderr:\n%s", got.code, got.stderr)
+	}
+	cmds.next(t)
+	loggingIn(1) // the client that logged in no longer counts
+	if got := audit.of("login-failed"); len(got) != 0 {
+		t.Errorf("connections that never tried to log in were audited as failures: %+v", got)
+	}
+}
+
 func TestHostKey(t *testing.T) {
 	needOpenSSH(t)
 	pem, wantFP := hostKeyPEM(t)
@@ -839,7 +937,7 @@ func TestConsolePipe(t *testing.T) {
 	}
 	tb.cmds.noCalls(t)
 	login := tb.audit.wait(t, "login", 1)[0]
-	if want := "console 0x0 xterm-256color"; login.Detail != want {
+	if want := "TUI on a 0x0 xterm-256color terminal"; login.Detail != want {
 		t.Errorf("login detail %q, want %q", login.Detail, want)
 	}
 }
@@ -888,7 +986,7 @@ func TestConsoleTerminal(t *testing.T) {
 		t.Errorf("ssh: %v; output:\n%q", err, out.String())
 	}
 	login := tb.audit.wait(t, "login", 1)[0]
-	if want := "console 80x24 xterm-256color"; login.Detail != want {
+	if want := "TUI on a 80x24 xterm-256color terminal"; login.Detail != want {
 		t.Errorf("login detail %q, want %q", login.Detail, want)
 	}
 }

@@ -35,6 +35,7 @@ type runOptions struct {
 	confirm    time.Duration
 	check      time.Duration
 	management listFlag
+	stale      time.Duration
 }
 
 func runRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -60,6 +61,7 @@ refused unless forced.`, stderr)
 	fs.StringVar(&o.console, "console", "", "serve the recovery console on this terminal device, such as /dev/ttyS0")
 	fs.DurationVar(&o.confirm, "confirm", router.DefaultConfirm, "how long a commit waits for confirmation before it rolls back")
 	fs.DurationVar(&o.check, "check", 5*time.Second, "how often to check that the ruleset is still in the kernel")
+	fs.DurationVar(&o.stale, "stale", 24*time.Hour, "the TUI marks a rule stale when it has not been hit for this long")
 	fs.Var(&o.management, "management", "a packet every new policy must accept, such as \"tcp 192.168.1.10:40000 -> 192.168.1.1:22 in lan\" (repeatable)")
 	if code, done := parseFlags(fs, args); done {
 		return code
@@ -127,7 +129,7 @@ func daemon(ctx context.Context, o runOptions, stdin io.Reader, logger *log.Logg
 	errc := make(chan error, 1)
 	go func() { errc <- r.Run(ctx, o.check) }()
 	if o.ssh != "" {
-		srv, err := serveSSH(o.ssh, store, r, logger)
+		srv, err := serveSSH(o.ssh, o.stale, store, r, logger)
 		if err != nil {
 			return fmt.Errorf("run: %w", err)
 		}
@@ -143,7 +145,7 @@ func daemon(ctx context.Context, o runOptions, stdin io.Reader, logger *log.Logg
 }
 
 // serveSSH starts the SSH server on addr.
-func serveSSH(addr string, store *state.Store, r *router.Router, logger *log.Logger) (*sshd.Server, error) {
+func serveSSH(addr string, stale time.Duration, store *state.Store, r *router.Router, logger *log.Logger) (*sshd.Server, error) {
 	hostKey, err := store.HostKey()
 	if err != nil {
 		return nil, fmt.Errorf("ssh: %w", err)
@@ -163,7 +165,7 @@ func serveSSH(addr string, store *state.Store, r *router.Router, logger *log.Log
 		},
 		Audit: r.AuditEvent,
 		Program: func(id tui.Identity, rd *lipgloss.Renderer, w, h int) tea.Model {
-			return tui.New(id, r, r, tui.Options{Renderer: rd, Width: w, Height: h})
+			return tui.New(id, r, r, tui.Options{Renderer: rd, Width: w, Height: h, StaleAfter: stale})
 		},
 		Command: r.Command,
 		Usage:   "sluice: run a command, such as `ssh box status`, or log in with a terminal for the TUI; `ssh box help` lists the commands\n",
