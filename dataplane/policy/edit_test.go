@@ -45,7 +45,7 @@ func TestAddAllow(t *testing.T) {
 			src:   editBase,
 			zone:  "lan",
 			entry: "1.1.1.1:443",
-			want: strings.Replace(editBase, "   # the one site\n", "   # the one site\n        - {name: allow-1-1-1-1-tcp-443, to: [1.1.1.1], ports: [tcp/443]}\n", 1),
+			want:  strings.Replace(editBase, "   # the one site\n", "   # the one site\n        - {name: allow-1-1-1-1-tcp-443, to: [1.1.1.1], ports: [tcp/443]}\n", 1),
 		},
 		{
 			name:  "dns name without port",
