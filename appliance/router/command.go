@@ -26,6 +26,7 @@ const commandUsage = `commands:
   confirm                               keep the policy waiting for confirmation
   flows [--json]                        live connections
   audit                                 the audit log
+  update < sluice.efi                   install a new image in the other boot slot and reboot into it
 `
 
 // Command runs one management command for a session without a terminal,
@@ -140,6 +141,33 @@ func (r *Router) Command(ctx context.Context, id tui.Identity, args []string, st
 			fmt.Fprintf(tw, "%s\t%s\t%d\n", f, f.State, f.Bytes[0]+f.Bytes[1])
 		}
 		tw.Flush()
+		return 0
+	case args[0] == "update" && len(args) == 1:
+		if err := allowed(id); err != nil {
+			return fail(err)
+		}
+		if r.cfg.Update == nil || r.cfg.Power == nil {
+			return fail(errors.New("this sluice does not boot from slots: updates need the appliance booted from its disk image"))
+		}
+		img, err := io.ReadAll(io.LimitReader(stdin, 256<<20))
+		if err != nil {
+			return fail(err)
+		}
+		what, err := r.cfg.Update(img)
+		if err != nil {
+			r.AuditEvent(id.String(), "update-failed", err.Error())
+			return fail(err)
+		}
+		r.AuditEvent(id.String(), "update", what)
+		fmt.Fprintf(stdout, "%s; rebooting into it\n", what)
+		go func() {
+			time.Sleep(time.Second) // let the answer reach the client
+			if err := r.cfg.Power(tui.Reboot); err != nil {
+				r.mu.Lock()
+				r.alert(fmt.Sprintf("reboot after update: %v", err))
+				r.mu.Unlock()
+			}
+		}()
 		return 0
 	case args[0] == "audit" && len(args) == 1:
 		for _, e := range r.Audit() {

@@ -63,6 +63,9 @@ type Config struct {
 	Drops *droplog.Ring
 	// Power reboots or powers off the machine; nil outside PID 1.
 	Power func(tui.Power) error
+	// Update installs a unified kernel image into the inactive boot slot
+	// and returns what it did; nil where sluice does not boot from slots.
+	Update func(uki []byte) (string, error)
 	// Links reads the interfaces; netconf.Links when nil.
 	Links func(*policy.Program) ([]netconf.Link, error)
 	// Now and AfterFunc are the clock; time.Now and time.AfterFunc when nil.
@@ -86,6 +89,7 @@ type loaded struct {
 type Router struct {
 	cfg     Config
 	started time.Time
+	ready   chan struct{} // closed once the first policy is in force
 
 	mu        sync.Mutex
 	current   loaded // in force
@@ -122,7 +126,7 @@ func New(cfg Config) (*Router, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = log.New(discard{}, "", 0)
 	}
-	r := &Router{cfg: cfg, started: cfg.Now(), lastHit: map[string]time.Time{}}
+	r := &Router{cfg: cfg, started: cfg.Now(), ready: make(chan struct{}), lastHit: map[string]time.Time{}}
 	def, err := r.defaultPolicy()
 	if err != nil {
 		return nil, fmt.Errorf("router: default policy: %w", err)
@@ -225,6 +229,11 @@ func (r *Router) Run(ctx context.Context, check time.Duration) error {
 	}
 	r.appliedAt = r.cfg.Now()
 	r.cfg.Logger.Printf("%s applied: %d rules; running", r.describe(r.current), len(r.current.prog.Rules))
+	select {
+	case <-r.ready:
+	default:
+		close(r.ready)
+	}
 	r.mu.Unlock()
 
 	tick := time.NewTicker(check)
@@ -722,6 +731,9 @@ func (r *Router) Audit() []tui.AuditEntry {
 	}
 	return out
 }
+
+// Ready is closed once Run has put the first policy in force.
+func (r *Router) Ready() <-chan struct{} { return r.ready }
 
 // Pending returns the commit waiting for confirmation, if any.
 func (r *Router) Pending() (tui.Pending, bool) {

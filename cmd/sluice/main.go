@@ -1,6 +1,7 @@
 // Command sluice is an edge router and firewall in one binary: it checks,
-// explains, compiles and applies firewall policies, and runs the appliance
-// as its subcommands land.
+// explains, compiles and applies firewall policies, runs the router daemon,
+// builds and boots the appliance image, and, started by the kernel as PID
+// 1, is the appliance's init.
 package main
 
 import (
@@ -9,12 +10,17 @@ import (
 	"os"
 	"runtime"
 	"strings"
+
+	"github.com/sluicefw/sluice/appliance"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
 func main() {
+	if appliance.IsInit() {
+		initMain() // sluice is the machine's init: it never returns
+	}
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
@@ -34,6 +40,8 @@ func commands() []command {
 		{"apply", "[FILE]", "apply a policy to this network namespace's kernel once", runApply},
 		{"run", "[--config FILE] [--state DIR] [--ssh ADDR] [--console TTY]", "run the router daemon: apply the policy, keep it applied, serve management", runRun},
 		{"key", "add|list --state DIR [--role ROLE] [FILE]", "manage the SSH keys that may log in", runKey},
+		{"image", "--out DIR", "build the bootable appliance image", runImage},
+		{"vm", "[--image DIR] [--uefi]", "boot the appliance image under qemu", runVM},
 		{"lab", "up|down|run", "build a router lab of network namespaces and run sluice in it", runLab},
 		{"version", "", "print the version", runVersion},
 	}

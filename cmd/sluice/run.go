@@ -31,7 +31,7 @@ type runOptions struct {
 	config     string
 	state      string
 	ssh        string
-	console    string
+	console    listFlag
 	confirm    time.Duration
 	check      time.Duration
 	management listFlag
@@ -58,7 +58,7 @@ refused unless forced.`, stderr)
 	fs.StringVar(&o.config, "config", "", "the policy to use while the state holds none, and to reset to (default: the built-in policy)")
 	fs.StringVar(&o.state, "state", "", "the state directory: policy history, keys, audit log, host key (default: a temporary one, removed at exit)")
 	fs.StringVar(&o.ssh, "ssh", "", "serve SSH management on this address, such as :22 (default: off)")
-	fs.StringVar(&o.console, "console", "", "serve the recovery console on this terminal device, such as /dev/ttyS0")
+	fs.Var(&o.console, "console", "serve the recovery console on this terminal device, such as /dev/ttyS0 (repeatable)")
 	fs.DurationVar(&o.confirm, "confirm", router.DefaultConfirm, "how long a commit waits for confirmation before it rolls back")
 	fs.DurationVar(&o.check, "check", 5*time.Second, "how often to check that the ruleset is still in the kernel")
 	fs.DurationVar(&o.stale, "stale", 24*time.Hour, "the TUI marks a rule stale when it has not been hit for this long")
@@ -73,15 +73,26 @@ refused unless forced.`, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logger := log.New(stderr, "sluice: ", log.LstdFlags)
-	if err := daemon(ctx, o, stdin, logger); err != nil {
+	if err := daemon(ctx, o, stdin, logger, machine{}); err != nil {
 		logger.Print(err)
 		return 1
 	}
 	return 0
 }
 
+// machine is what the appliance adds to the daemon when sluice is the
+// machine's init; the zero machine is sluice run on a host.
+type machine struct {
+	// supervise runs a service, restarting it when it fails; nil runs
+	// the dataplane once, and its failure ends the daemon.
+	supervise func(ctx context.Context, name string, run func(context.Context) error)
+	power     func(tui.Power) error
+	update    func(uki []byte) (string, error)
+	ready     func() // once the first policy is in force
+}
+
 // daemon runs the router and its management services until ctx ends.
-func daemon(ctx context.Context, o runOptions, stdin io.Reader, logger *log.Logger) error {
+func daemon(ctx context.Context, o runOptions, stdin io.Reader, logger *log.Logger, m machine) error {
 	name, src, err := readPolicy(o.config, stdin)
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
@@ -121,13 +132,28 @@ func daemon(ctx context.Context, o runOptions, stdin io.Reader, logger *log.Logg
 	r, err := router.New(router.Config{
 		Store: store, Engine: engine, Default: src, DefaultName: name,
 		Confirm: o.confirm, Management: o.management, Drops: ring, Logger: logger,
+		Power: m.power, Update: m.update,
 	})
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
 
 	errc := make(chan error, 1)
-	go func() { errc <- r.Run(ctx, o.check) }()
+	if m.supervise != nil {
+		go m.supervise(ctx, "dataplane", func(ctx context.Context) error { return r.Run(ctx, o.check) })
+		go func() { <-ctx.Done(); errc <- nil }()
+	} else {
+		go func() { errc <- r.Run(ctx, o.check) }()
+	}
+	if m.ready != nil {
+		go func() {
+			select {
+			case <-r.Ready():
+				m.ready()
+			case <-ctx.Done():
+			}
+		}()
+	}
 	if o.ssh != "" {
 		srv, err := serveSSH(o.ssh, o.stale, store, r, logger)
 		if err != nil {
@@ -135,8 +161,8 @@ func daemon(ctx context.Context, o runOptions, stdin io.Reader, logger *log.Logg
 		}
 		defer srv.Close()
 	}
-	if o.console != "" {
-		go serveConsole(ctx, o.console, store, r, logger)
+	for _, c := range o.console {
+		go serveConsole(ctx, c, store, r, logger)
 	}
 	go logDrops(ctx, logger, r, ring)
 	err = <-errc
