@@ -37,7 +37,7 @@ func TestHasExtSuperblock(t *testing.T) {
 
 func TestMkfsArgv(t *testing.T) {
 	got := mkfsArgv(Config{}.withDefaults().Mkfs, "/dev/vdb")
-	want := []string{"/lib/sluice/mke2fs", "-q", "-t", "ext4", "-L", "sluice-perm", "/dev/vdb"}
+	want := []string{"/lib/sluice/mke2fs", "-q", "-t", "ext4", "-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1", "-L", "sluice-perm", "/dev/vdb"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
@@ -95,7 +95,7 @@ func TestPerm(t *testing.T) {
 			name:       "partition name, blank: mkfs first",
 			setup:      []permSetup{partition("nvme0n1p3", false)},
 			wantDevice: "/dev/nvme0n1p3", wantPersistent: true,
-			wantRun:   []string{"run /lib/sluice/mke2fs -q -t ext4 -L sluice-perm /dev/nvme0n1p3"},
+			wantRun:   []string{"run /lib/sluice/mke2fs -q -t ext4 -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 -L sluice-perm /dev/nvme0n1p3"},
 			wantMount: []string{`mount /dev/nvme0n1p3 /perm ext4 0x400 ""`},
 			wantLog:   "perm: /dev/nvme0n1p3 has no file system; creating ext4 (first boot)",
 		},
@@ -147,7 +147,7 @@ func TestPerm(t *testing.T) {
 			setup:      []permSetup{serialDisk("vdb", false)},
 			runErr:     errors.New("exit status 1"),
 			wantDevice: "/dev/vdb",
-			wantRun:    []string{"run /lib/sluice/mke2fs -q -t ext4 -L sluice-perm /dev/vdb"},
+			wantRun:    []string{"run /lib/sluice/mke2fs -q -t ext4 -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 -L sluice-perm /dev/vdb"},
 			wantMount:  []string{tmpfsPerm},
 			wantLog:    "WARNING: mkfs /dev/vdb: exit status 1: mke2fs: no",
 		},

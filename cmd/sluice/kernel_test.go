@@ -19,15 +19,15 @@ import (
 )
 
 // sluiceBinary builds the binary into the test's temporary directory.
-func sluiceBinary(t *testing.T) string {
+func sluiceBinary(t testing.TB) string {
 	t.Helper()
 	gotool, err := exec.LookPath("go")
 	if err != nil {
 		t.Skipf("building the binary needs the go tool: %v", err)
 	}
 	bin := filepath.Join(t.TempDir(), "sluice")
-	if out, err := exec.Command(gotool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build -o %s .: %v\n%s", bin, err, out)
+	if out, err := exec.Command(gotool, "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build -trimpath -ldflags '-s -w' -o %s .: %v\n%s", bin, err, out)
 	}
 	return bin
 }

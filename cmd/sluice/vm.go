@@ -26,6 +26,7 @@ type vmOptions struct {
 	accel    string
 	memory   int
 	cmdline  string
+	monitor  string
 }
 
 func runVM(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -52,6 +53,7 @@ TCG is the default.`, stderr)
 	fs.StringVar(&o.accel, "accel", "tcg", "tcg or kvm")
 	fs.IntVar(&o.memory, "memory", 512, "memory in MiB")
 	fs.StringVar(&o.cmdline, "cmdline", "", "the kernel command line without --uefi (default: the image's)")
+	fs.StringVar(&o.monitor, "monitor", "", "serve qemu's monitor on this unix socket (for system_powerdown and the like)")
 	if code, done := parseFlags(fs, args); done {
 		return code
 	}
@@ -132,9 +134,12 @@ func qemuArgs(o vmOptions, tap string, terminal bool) ([]string, error) {
 	} else {
 		args = append(args, "-accel", "tcg")
 	}
-	if terminal {
+	switch {
+	case o.monitor != "":
+		args = append(args, "-serial", "stdio", "-monitor", "unix:"+o.monitor+",server=on,wait=off")
+	case terminal:
 		args = append(args, "-serial", "mon:stdio")
-	} else {
+	default:
 		args = append(args, "-serial", "stdio", "-monitor", "none")
 	}
 	args = append(args,
