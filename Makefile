@@ -74,12 +74,13 @@ fuzz:
 	$(GO) test ./appliance/state -run '^$$' -fuzz '^FuzzParseVersion$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./tui -run '^$$' -fuzz '^FuzzConsole$$' -fuzztime $(FUZZTIME)
 
-bench:
+bench: kernel
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./conntrack
 	$(GO) test -run '^$$' -bench Evaluate -benchmem -count 5 ./dataplane/policy
 	$(GO) test -run '^$$' -bench Apply -benchtime 2x ./dataplane/nft
 	$(GO) test -run '^$$' -bench Forward -benchtime 1x -count 3 ./dataplane/nft
 	$(GO) test -run '^$$' -bench Flows -benchmem -count 3 ./tui
+	$(GO) test -run '^$$' -bench Boot -benchtime 3x ./cmd/sluice
 
 # image builds the appliance image, with the built-in default policy, into
 # .cache/image (KERNEL=generic for hardware).
