@@ -181,6 +181,14 @@ func moduleClosure(root, kver string) ([]kmod.Module, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image: kernel modules: %w", err)
 	}
+	// libcrc32c's soft dependency on "crc32c" resolves to the
+	// SSE4.2 module, as modprobe resolves it, even where the generic
+	// algorithm is built in (the cloud kernel): then it is not needed,
+	// and it fails on CPUs without SSE4.2.
+	builtin, _ := os.ReadFile(filepath.Join(root, "lib", "modules", kver, "modules.builtin"))
+	if strings.Contains(string(builtin), "/crc32c_generic.ko") {
+		mods = slices.DeleteFunc(mods, func(m kmod.Module) bool { return m.Name == "crc32c_intel" })
+	}
 	return mods, nil
 }
 

@@ -154,15 +154,25 @@ func daemon(ctx context.Context, o runOptions, stdin io.Reader, logger *log.Logg
 			}
 		}()
 	}
+	// The console is physical access: it starts at once, so it is there
+	// even when the policy cannot be applied. SSH starts once the policy
+	// is in force: the firewall comes first.
+	for _, c := range o.console {
+		go serveConsole(ctx, c, store, r, logger)
+	}
+	select {
+	case <-r.Ready():
+	case <-ctx.Done():
+	case err := <-errc:
+		logger.Print("stopping; the ruleset stays in force")
+		return err
+	}
 	if o.ssh != "" {
 		srv, err := serveSSH(o.ssh, o.stale, store, r, logger)
 		if err != nil {
 			return fmt.Errorf("run: %w", err)
 		}
 		defer srv.Close()
-	}
-	for _, c := range o.console {
-		go serveConsole(ctx, c, store, r, logger)
 	}
 	go logDrops(ctx, logger, r, ring)
 	err = <-errc
