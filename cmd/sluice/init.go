@@ -107,7 +107,7 @@ func initMain() {
 		consoles = append(consoles, "/dev/tty1")
 	}
 	o := runOptions{
-		state: "/perm", ssh: ":22", console: consoles,
+		state: "/perm", ssh: ":22", console: consoles, metrics: ":9100",
 		confirm: router.DefaultConfirm, check: 5 * time.Second, stale: 24 * time.Hour,
 	}
 	done := make(chan struct{})

@@ -145,7 +145,7 @@ func TestManagementEndToEnd(t *testing.T) {
 	}
 
 	daemon := l.Command(l.Router, bin, "run", "--config", config, "--state", st, "--ssh", ":22",
-		"--console", tty, "--confirm", "4s", "--check", "1s")
+		"--console", tty, "--confirm", "4s", "--check", "1s", "--metrics", ":9100")
 	out := &syncBuffer{}
 	daemon.Stdout, daemon.Stderr = out, out
 	if err := daemon.Start(); err != nil {
@@ -189,6 +189,21 @@ func TestManagementEndToEnd(t *testing.T) {
 	}
 	defer func() { echoIn.Close(); echo.Process.Kill(); echo.Wait() }()
 	fmt.Fprintln(echoIn, "hello")
+
+	// Metrics answer on the box itself; the lan may not reach them, as
+	// the policy's services do not include metrics.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		b, err := l.Command(l.Router, "curl", "-sS", "-m", "2", "http://127.0.0.1:9100/metrics").CombinedOutput()
+		if err == nil && strings.Contains(string(b), "sluice_rule_packets_total{") && strings.Contains(string(b), "sluice_policy_version 0") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics on the router: %v\n%.2000s", err, b)
+		}
+	}
+	if b, err := l.Command(l.LAN1, "curl", "-sS", "-m", "2", "http://192.168.1.1:9100/metrics").CombinedOutput(); err == nil {
+		t.Errorf("lan1 reached the metrics, which the policy does not serve to lan:\n%.500s", b)
+	}
 
 	// Log in with the key: the TUI opens on the overview, and the Flows
 	// page shows the echo connection.

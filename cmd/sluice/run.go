@@ -7,6 +7,7 @@ import (
 	"io"
 	"log"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/charmbracelet/lipgloss"
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/sluicefw/sluice/appliance/metrics"
 	"github.com/sluicefw/sluice/appliance/router"
 	"github.com/sluicefw/sluice/appliance/sshd"
 	"github.com/sluicefw/sluice/appliance/state"
@@ -36,6 +38,7 @@ type runOptions struct {
 	check      time.Duration
 	management listFlag
 	stale      time.Duration
+	metrics    string
 }
 
 func runRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -61,6 +64,7 @@ refused unless forced.`, stderr)
 	fs.Var(&o.console, "console", "serve the recovery console on this terminal device, such as /dev/ttyS0 (repeatable)")
 	fs.DurationVar(&o.confirm, "confirm", router.DefaultConfirm, "how long a commit waits for confirmation before it rolls back")
 	fs.DurationVar(&o.check, "check", 5*time.Second, "how often to check that the ruleset is still in the kernel")
+	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics, such as :9100 (the policy's metrics service; default: off)")
 	fs.DurationVar(&o.stale, "stale", 24*time.Hour, "the TUI marks a rule stale when it has not been hit for this long")
 	fs.Var(&o.management, "management", "a packet every new policy must accept, such as \"tcp 192.168.1.10:40000 -> 192.168.1.1:22 in lan\" (repeatable)")
 	if code, done := parseFlags(fs, args); done {
@@ -173,6 +177,20 @@ func daemon(ctx context.Context, o runOptions, stdin io.Reader, logger *log.Logg
 			return fmt.Errorf("run: %w", err)
 		}
 		defer srv.Close()
+	}
+	if o.metrics != "" {
+		l, err := net.Listen("tcp", o.metrics)
+		if err != nil {
+			return fmt.Errorf("run: metrics: %w", err)
+		}
+		hs := &http.Server{Handler: metrics.Handler(r), ReadHeaderTimeout: 10 * time.Second}
+		defer hs.Close()
+		logger.Printf("metrics: http://%s/metrics", l.Addr())
+		go func() {
+			if err := hs.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Printf("metrics: %v", err)
+			}
+		}()
 	}
 	go logDrops(ctx, logger, r, ring)
 	err = <-errc
