@@ -43,6 +43,10 @@ type Console struct {
 	// Sleep waits d, or less if ctx ends first: the delay after wrong
 	// passphrases. Nil uses a timer.
 	Sleep func(ctx context.Context, d time.Duration)
+	// Confirm keeps the commit waiting for confirmation (Operator.Confirm).
+	// Nil leaves confirming to SSH; otherwise the menu offers it while a
+	// commit waits.
+	Confirm func(id Identity) error
 }
 
 const (
@@ -318,6 +322,8 @@ func (s *consoleSession) run() error {
 			err = s.power(PowerOff)
 		case "8":
 			err = s.factoryReset()
+		case "c":
+			err = s.confirmCommit()
 		default:
 			draw = false
 			err = s.t.page("unknown choice; type 1 to 9")
@@ -395,7 +401,8 @@ func (s *consoleSession) pending(p Pending) string {
 }
 
 func (s *consoleSession) menu() error {
-	lines := append(s.header(s.c.Monitor.Status()),
+	st := s.c.Monitor.Status()
+	lines := append(s.header(st),
 		"",
 		" 1  status and last errors",
 		" 2  interfaces",
@@ -407,6 +414,9 @@ func (s *consoleSession) menu() error {
 		" 8  factory reset",
 		" 9  redraw (also r or enter)",
 	)
+	if st.Pending != nil && s.c.Confirm != nil {
+		lines = append(lines, " c  confirm the pending commit")
+	}
 	n := len(lines) + 1 // and the prompt
 	if s.t.used > 0 && s.t.used+1+n <= consoleHeight {
 		lines = append([]string{""}, lines...) // apart from what is shown above
@@ -534,6 +544,18 @@ func (s *consoleSession) resetDefault() error {
 		return s.fail(err)
 	}
 	return s.t.page("the built-in default policy is in force")
+}
+
+// confirmCommit is choice c: keep the commit that waits for confirmation.
+func (s *consoleSession) confirmCommit() error {
+	st := s.c.Monitor.Status()
+	if s.c.Confirm == nil || st.Pending == nil {
+		return s.t.page("no commit is waiting for confirmation")
+	}
+	if err := s.c.Confirm(s.id); err != nil {
+		return s.fail(err)
+	}
+	return s.t.page("confirmed " + consoleVersion(st.Pending.Version))
 }
 
 // addKey is choice 5.

@@ -743,3 +743,26 @@ func FuzzConsole(f *testing.F) {
 		}
 	})
 }
+
+// TestConsoleConfirm: with Confirm set and a commit pending, the menu offers
+// c, which confirms as the console; without Confirm there is no such line.
+func TestConsoleConfirm(t *testing.T) {
+	c, _, _ := consoleNewFixture()
+	out := consoleRun(t, c, "")
+	if strings.Contains(out, "confirm the pending commit") {
+		t.Errorf("menu offers confirming without a Confirm func:\n%s", out)
+	}
+	var got []Identity
+	c.Confirm = func(id Identity) error { got = append(got, id); return nil }
+	out = consoleRun(t, c, "c")
+	if !strings.Contains(out, " c  confirm the pending commit") || !strings.Contains(out, "confirmed v8 by bob") {
+		t.Errorf("confirming from the console:\n%s", out)
+	}
+	if want := []Identity{{Name: "console", Role: Admin, Console: true}}; !cmp.Equal(want, got, cmp.Comparer(func(a, b Identity) bool { return a == b })) {
+		t.Errorf("Confirm called with %+v, want %+v", got, want)
+	}
+	c.Confirm = func(Identity) error { return errors.New("no commit is waiting for confirmation") }
+	if out := consoleRun(t, c, "c"); !strings.Contains(out, "error: no commit is waiting") {
+		t.Errorf("a failed confirm is not shown:\n%s", out)
+	}
+}

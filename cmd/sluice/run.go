@@ -253,7 +253,7 @@ func serveConsole(ctx context.Context, path string, store *state.Store, r *route
 		if err != nil {
 			logger.Printf("console %s: %v", path, err)
 		} else {
-			c := &tui.Console{ID: tui.Identity{Name: "console", Role: tui.Admin, Console: true}, Monitor: r, Recovery: r}
+			c := &tui.Console{ID: tui.Identity{Name: "console", Role: tui.Admin, Console: true}, Monitor: r, Recovery: r, Confirm: r.Confirm}
 			if _, set := store.CheckPassphrase(""); set {
 				c.Passphrase = func(p string) bool { ok, _ := store.CheckPassphrase(p); return ok }
 			}
