@@ -48,6 +48,9 @@ var Modules = []string{
 var OptionalModules = []string{
 	"e1000", "e1000e", "igb", "igc", "ixgbe", "i40e", "ice", "r8169", "bnxt_en",
 	"ahci", "nvme", "usbhid", "xhci_pci", "i6300esb", "iTCO_wdt",
+	// Last: a hardware watchdog registered before it is /dev/watchdog;
+	// without one, the kernel's own timer reboots a hung box.
+	"softdog",
 }
 
 // DefaultCmdline is the kernel command line: the serial port is the
