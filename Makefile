@@ -73,6 +73,7 @@ fuzz:
 	$(GO) test ./appliance/state -run '^$$' -fuzz '^FuzzParseKey$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./appliance/state -run '^$$' -fuzz '^FuzzParseVersion$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./tui -run '^$$' -fuzz '^FuzzConsole$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./dataplane/dhcp -run '^$$' -fuzz '^FuzzParseReply$$' -fuzztime $(FUZZTIME)
 
 bench: kernel
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./conntrack

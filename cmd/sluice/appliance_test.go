@@ -28,13 +28,14 @@ type bootedVM struct {
 	out    *syncBuffer
 	seen   int // how far wait has read the output
 	start  time.Time
+	wanSSH int // the host port qemu forwards to the box's port 22 on wan
 	done   chan struct{}
 }
 
 func startVM(t testing.TB, bin string, args ...string) *bootedVM {
 	t.Helper()
-	v := &bootedVM{t: t, out: &syncBuffer{}, start: time.Now(), done: make(chan struct{})}
-	v.cmd = exec.Command(bin, append([]string{"vm", "--ssh-port", strconv.Itoa(freePort(t))}, args...)...)
+	v := &bootedVM{t: t, out: &syncBuffer{}, start: time.Now(), done: make(chan struct{}), wanSSH: freePort(t)}
+	v.cmd = exec.Command(bin, append([]string{"vm", "--ssh-port", strconv.Itoa(v.wanSSH)}, args...)...)
 	v.cmd.Stdout, v.cmd.Stderr = v.out, v.out
 	var err error
 	if v.serial, err = v.cmd.StdinPipe(); err != nil {
@@ -209,6 +210,24 @@ func TestApplianceBoot(t *testing.T) {
 	if err != nil || !strings.Contains(got, "engine   kernel") || !strings.Contains(got, "(no commit yet)") {
 		t.Fatalf("ssh status: %v\n%s", err, got)
 	}
+	// The uplink takes its address from qemu's DHCP server, and the
+	// default policy lets nothing from wan reach the box: SSH forwarded
+	// from the host to the wan side gets no answer.
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(got, "10.0.2.15/24"); time.Sleep(time.Second) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no DHCP address on wan after 30 s:\n%s", got)
+		}
+		got, _ = ssh("", "status")
+	}
+	wanSSH := func() ([]byte, error) {
+		return exec.Command("ssh", "-F", "/dev/null", "-p", strconv.Itoa(v.wanSSH), "-i", filepath.Join(dir, "admin"),
+			"-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+			"-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "127.0.0.1", "status").CombinedOutput()
+	}
+	if b, err := wanSSH(); err == nil {
+		t.Errorf("SSH from wan reached the box under the default policy:\n%s", b)
+	}
+
 	// An unknown key is refused.
 	argv := sshArgs("stranger", "-o", "BatchMode=yes", "192.168.1.1", "status")
 	b, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
@@ -224,12 +243,18 @@ func TestApplianceBoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The new policy also serves SSH on wan: the host's forwarded port
+	// then reaches the box.
 	renamed := strings.Replace(text, "hostname: sluice", "hostname: edge-1", 1)
+	renamed = strings.Replace(renamed, "    inbound: deny", "    services: [ssh]\n    inbound: deny", 1)
 	if got, err := ssh(renamed, "policy", "commit", "--why", "rename"); err != nil || !strings.Contains(got, "committed v1") {
 		t.Fatalf("commit: %v\n%s", err, got)
 	}
 	if got, err := ssh("", "confirm"); err != nil {
 		t.Fatalf("confirm: %v\n%s", err, got)
+	}
+	if b, err := wanSSH(); err != nil || !strings.Contains(string(b), "host     edge-1") {
+		t.Errorf("SSH from wan after the policy serves it there: %v\n%s", err, b)
 	}
 	v.send("6")
 	v.wait("reboot now? (y/n):", 10*time.Second)

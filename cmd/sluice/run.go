@@ -22,6 +22,7 @@ import (
 	"github.com/sluicefw/sluice/appliance/router"
 	"github.com/sluicefw/sluice/appliance/sshd"
 	"github.com/sluicefw/sluice/appliance/state"
+	"github.com/sluicefw/sluice/dataplane/dhcp"
 	"github.com/sluicefw/sluice/dataplane/droplog"
 	"github.com/sluicefw/sluice/dataplane/nft"
 	"github.com/sluicefw/sluice/dataplane/policy"
@@ -158,6 +159,31 @@ func daemon(ctx context.Context, o runOptions, stdin io.Reader, logger *log.Logg
 			}
 		}()
 	}
+	// A DHCP uplink gets its lease once the firewall that accepts the
+	// server's replies is in force; the ruleset follows the address.
+	go func() {
+		select {
+		case <-r.Ready():
+		case <-ctx.Done():
+			return
+		}
+		prog := r.Program()
+		for _, ifc := range prog.Interfaces {
+			if !ifc.DHCP {
+				continue
+			}
+			c := &dhcp.Client{Device: ifc.Device, Hostname: prog.Hostname, Logf: logger.Printf}
+			if m.supervise != nil {
+				go m.supervise(ctx, "dhcp "+ifc.Device, c.Run)
+				continue
+			}
+			go func() {
+				if err := c.Run(ctx); err != nil {
+					logger.Printf("dhcp %s: %v", ifc.Device, err)
+				}
+			}()
+		}
+	}()
 	// The console is physical access: it starts at once, so it is there
 	// even when the policy cannot be applied. SSH starts once the policy
 	// is in force: the firewall comes first.
