@@ -12,15 +12,20 @@
 // Both directions find one entry because the key is normalised: the endpoint
 // with the lower (address, port) comes first, and the entry remembers
 // whether its original direction was reversed to get there. One index slot
-// per flow, one probe per packet, either direction.
+// per flow, one probe per packet, either direction. The normalised key is
+// stored as five 64-bit words, compared word by word and hashed with three
+// seeded 64x64->128-bit multiply-folds.
 //
 // The table is split into a power-of-two number of shards (1 to 64, chosen
 // from Config.Max) by the top bits of a seeded hash of the key. A shard is
 // an open-addressing index of uint32 words (an 8-bit hash tag and a 24-bit
 // slot, linear probing, backward-shift deletion, grown at 3/4 load) over a
-// slab of 144-byte entries allocated in chunks of 1,024. Entries hold no
-// pointers, so the garbage collector never scans them; a Track of an
-// existing flow allocates nothing.
+// slab of 128-byte entries allocated in chunks of 1,024. An entry is two
+// cache lines holding all that a packet of an established flow reads and
+// writes; the time a flow began, which such a packet never needs, is kept
+// in an array beside the chunk's entries. Entries hold no pointers, so the
+// garbage collector never scans them; a Track of an existing flow allocates
+// nothing.
 //
 // # Locking
 //

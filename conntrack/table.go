@@ -161,23 +161,37 @@ type Stats struct {
 // entry flags.
 const (
 	flagUsed     = 0x01
-	flagReversed = 0x02 // the original direction is key.Reverse()
+	flagReversed = 0x02 // the original direction is the key's reverse
 	flagReplied  = 0x04
 	flagAssured  = 0x08
+	// Linux's IP_CT_TCP_SIMULTANEOUS_OPEN: a SYN answered a SYN.
+	flagSimultaneous = 0x10
 )
 
 // entry is one flow as stored: pointer-free, so the slabs holding a million
-// of them are never scanned by the garbage collector.
+// of them are never scanned by the garbage collector, and 128 bytes, so an
+// entry is two cache lines of a slab chunk: the lines a packet of an
+// established flow reads and writes. What such a packet never needs, the
+// time the flow began, is kept beside the chunk's entries (chunk.first).
 type entry struct {
-	key                  Tuple // canonical form (see Tuple.canonical)
-	first, last, expires int64 // nanoseconds since the Unix epoch
-	bytes                [2]uint64
-	pkts                 [2]uint32
-	tcp                  tcpConn
-	gen                  uint32
-	rule                 uint32
-	verdict              uint8
-	flags                uint8
+	key           flowKey
+	last, expires int64 // nanoseconds since the Unix epoch
+	gen           uint32
+	rule          uint32
+	bytes         [2]uint64
+	pkts          [2]uint32
+	tcp           tcpConn
+	tcpState      TCPState
+	tcpLast       uint8 // see tcpLast
+	verdict       uint8
+	flags         uint8
+}
+
+// chunk is a fixed part of a shard's slab: chunkSize entries and the start
+// times of their flows (nanoseconds since the Unix epoch).
+type chunk struct {
+	e     [chunkSize]entry
+	first [chunkSize]int64
 }
 
 const (
@@ -196,7 +210,7 @@ const (
 type shard struct {
 	mu     sync.Mutex
 	idx    []uint32
-	chunks [][]entry
+	chunks []*chunk
 	free   []uint32
 	nslots uint32 // slots ever handed out (high-water mark)
 	count  uint32
@@ -295,7 +309,19 @@ func (t *Table) Stats() Stats {
 	return s
 }
 
-func (t *Table) now() int64 { return int64(t.clock().Sub(t.epoch)) }
+// now reads the clock once, as nanoseconds since the Unix epoch: UnixNano
+// for the years 1678 to 2262, where it equals Sub(epoch) without Sub's
+// overflow check, and Sub's saturated value outside them.
+func (t *Table) now() int64 {
+	c := t.clock()
+	if sec := c.Unix(); sec > -maxUnixSec && sec < maxUnixSec {
+		return sec*1e9 + int64(c.Nanosecond())
+	}
+	return int64(c.Sub(t.epoch))
+}
+
+// maxUnixSec bounds the seconds whose nanoseconds fit in an int64.
+const maxUnixSec = (1<<63-1)/1_000_000_000 - 1
 
 func (t *Table) shardFor(h uint64) *shard {
 	if t.shardShift == 64 {
@@ -305,13 +331,18 @@ func (t *Table) shardFor(h uint64) *shard {
 }
 
 func (s *shard) at(slot uint32) *entry {
-	return &s.chunks[slot>>chunkBits][slot&(chunkSize-1)]
+	return &s.chunks[slot>>chunkBits].e[slot&(chunkSize-1)]
+}
+
+// first returns the start time of the flow in slot.
+func (s *shard) first(slot uint32) *int64 {
+	return &s.chunks[slot>>chunkBits].first[slot&(chunkSize-1)]
 }
 
 func tagOf(h uint64) uint32 { return uint32(h>>32) & 0xff }
 
 // find returns the index position and slot of key k with hash h.
-func (s *shard) find(k *Tuple, h uint64) (pos, slot uint32, ok bool) {
+func (s *shard) find(k *flowKey, h uint64) (pos, slot uint32, ok bool) {
 	mask := uint32(len(s.idx) - 1)
 	tag := tagOf(h)
 	for i := uint32(h) & mask; ; i = (i + 1) & mask {
@@ -321,7 +352,7 @@ func (s *shard) find(k *Tuple, h uint64) (pos, slot uint32, ok bool) {
 		}
 		if v>>slotBits == tag {
 			sl := v&(1<<slotBits-1) - 1
-			if s.at(sl).key == *k {
+			if s.at(sl).key.equal(k) {
 				return i, sl, true
 			}
 		}
@@ -347,7 +378,7 @@ func (s *shard) deleteIndex(pos uint32, seed uint64) {
 		if v == 0 {
 			break
 		}
-		home := uint32(hashTuple(&s.at(v&(1<<slotBits-1)-1).key, seed)) & mask
+		home := uint32(s.at(v&(1<<slotBits-1)-1).key.hash(seed)) & mask
 		// Move v into the hole unless its home lies cyclically in (hole, i].
 		if (i-home)&mask >= (i-hole)&mask {
 			s.idx[hole] = v
@@ -362,7 +393,7 @@ func (s *shard) grow(seed uint64) {
 	for sl := uint32(0); sl < s.nslots; sl++ {
 		e := s.at(sl)
 		if e.flags&flagUsed != 0 {
-			s.insertIndex(hashTuple(&e.key, seed), sl)
+			s.insertIndex(e.key.hash(seed), sl)
 		}
 	}
 }
@@ -375,7 +406,7 @@ func (s *shard) alloc() uint32 {
 		return sl
 	}
 	if s.nslots>>chunkBits >= uint32(len(s.chunks)) {
-		s.chunks = append(s.chunks, make([]entry, chunkSize))
+		s.chunks = append(s.chunks, new(chunk))
 	}
 	sl := s.nslots
 	s.nslots++
@@ -400,7 +431,7 @@ func (t *Table) remove(s *shard, pos, slot uint32, now int64) {
 // removeSlot is remove for a caller that knows only the slot.
 func (t *Table) removeSlot(s *shard, slot uint32, now int64) {
 	e := s.at(slot)
-	h := hashTuple(&e.key, t.seed)
+	h := e.key.hash(t.seed)
 	pos, _, ok := s.find(&e.key, h)
 	if !ok {
 		panic("conntrack: entry missing from its index") // a broken invariant, not bad input
@@ -417,18 +448,18 @@ func (t *Table) emit(kind EventKind, s *shard, slot uint32, e *entry) {
 }
 
 func (t *Table) snapshot(s *shard, slot uint32, e *entry) Entry {
-	tu := e.key
+	tu := e.key.tuple()
 	if e.flags&flagReversed != 0 {
 		tu = tu.Reverse()
 	}
 	return Entry{
 		Tuple:   tu,
-		TCP:     e.tcp.state,
+		TCP:     e.tcpState,
 		Replied: e.flags&flagReplied != 0,
 		Assured: e.flags&flagAssured != 0,
 		Packets: [2]uint64{uint64(e.pkts[0]), uint64(e.pkts[1])},
 		Bytes:   e.bytes,
-		First:   t.epoch.Add(time.Duration(e.first)),
+		First:   t.epoch.Add(time.Duration(*s.first(slot))),
 		Last:    t.epoch.Add(time.Duration(e.last)),
 		Expires: t.epoch.Add(time.Duration(e.expires)),
 		Verdict: e.verdict,
@@ -538,7 +569,7 @@ func (t *Table) earlyDrop(s *shard, now int64) bool {
 // whether there was one.
 func (t *Table) Delete(tu Tuple) bool {
 	k, _ := tu.key()
-	h := hashTuple(&k, t.seed)
+	h := k.hash(t.seed)
 	s := t.shardFor(h)
 	now := t.now()
 	s.mu.Lock()
@@ -554,7 +585,7 @@ func (t *Table) Delete(tu Tuple) bool {
 // Get returns a copy of the entry of the flow t (either direction).
 func (t *Table) Get(tu Tuple) (Entry, bool) {
 	k, _ := tu.key()
-	h := hashTuple(&k, t.seed)
+	h := k.hash(t.seed)
 	s := t.shardFor(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()

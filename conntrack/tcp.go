@@ -94,28 +94,31 @@ const (
 	tcpFlagCloseInit  = 0x04
 	tcpFlagDataUnack  = 0x10
 	tcpFlagMaxAckSet  = 0x20
-	tcpSimultaneous   = 0x80 // in tcpConn.lastFlags
 	maxAckWindowConst = 66000
 )
 
-// tcpDir is what the table knows of one direction's sequence space
-// (Linux struct ip_ct_tcp_state).
+// tcpDir is what the table knows of one direction's sequence space (Linux
+// struct ip_ct_tcp_state; its scale and flags are in tcpConn).
 type tcpDir struct {
 	end    uint32 // highest seq+len seen from this side
 	maxend uint32 // highest right edge the other side allowed
 	maxwin uint32 // largest window seen from this side (0: not initialised)
 	maxack uint32 // highest ack sent by this side
-	scale  uint8
-	flags  uint8
 }
 
+// tcpConn is the sequence space of both directions, 36 bytes. The state,
+// the last segment's index and direction and the simultaneous-open mark
+// are in the entry (tcpState, tcpLast, flagSimultaneous), which keeps an
+// entry at 128 bytes: two cache lines.
 type tcpConn struct {
-	seen      [2]tcpDir
-	state     TCPState
-	lastIndex uint8
-	lastDir   uint8
-	lastFlags uint8
+	seen  [2]tcpDir
+	scale [2]uint8 // window scale by direction
+	flags [2]uint8 // tcpFlag* by direction
 }
+
+// tcpLast packs the flag index and direction of the last segment that
+// changed the state (Linux last_index, last_dir).
+func tcpLast(idx uint8, dir Dir) uint8 { return idx | uint8(dir)<<3 }
 
 type tcpAction uint8
 
@@ -145,40 +148,41 @@ func maxAckWindow(s *tcpDir) uint32 { return max(s.maxwin, maxAckWindowConst) }
 
 // tcpNew initialises the connection for a SYN opening a flow (Linux tcp_new).
 func tcpNew(c *tcpConn, p *Packet) {
-	*c = tcpConn{lastIndex: tcpNoneSet}
+	*c = tcpConn{}
 	s := &c.seen[0]
 	s.end = segEnd(p)
 	s.maxend = s.end
 	s.maxwin = max(uint32(p.Window), 1)
-	tcpOptions(s, p)
+	tcpOptions(c, DirOriginal, p)
 }
 
-func tcpOptions(s *tcpDir, p *Packet) {
-	s.scale = 0
-	s.flags = 0
+func tcpOptions(c *tcpConn, dir Dir, p *Packet) {
+	c.scale[dir] = 0
+	c.flags[dir] = 0
 	if p.HasWScale {
-		s.scale = min(p.WScale, 14)
-		s.flags |= tcpFlagWScale
+		c.scale[dir] = min(p.WScale, 14)
+		c.flags[dir] |= tcpFlagWScale
 	}
 	if p.SACKPerm {
-		s.flags |= tcpFlagSACKPerm
+		c.flags[dir] |= tcpFlagSACKPerm
 	}
 }
 
-func tcpInitSender(sender, receiver *tcpDir, p *Packet, end, win uint32, dir Dir) {
+func tcpInitSender(c *tcpConn, p *Packet, end, win uint32, dir Dir) {
+	sender := &c.seen[dir]
 	sender.end, sender.maxend = end, end
 	sender.maxwin = max(win, 1)
-	tcpOptions(sender, p)
+	tcpOptions(c, dir, p)
 	// RFC 1323: scaling only when both sides offered it.
-	if dir == DirReply && !(sender.flags&tcpFlagWScale != 0 && receiver.flags&tcpFlagWScale != 0) {
-		sender.scale, receiver.scale = 0, 0
+	if dir == DirReply && !(c.flags[dir]&tcpFlagWScale != 0 && c.flags[1-dir]&tcpFlagWScale != 0) {
+		c.scale[dir], c.scale[1-dir] = 0, 0
 	}
 }
 
 // tcpInWindow checks a segment against what the table knows of both sides'
 // windows and updates them (Linux tcp_in_window). SACK blocks are not read:
 // the highest acknowledged byte is the ACK field.
-func tcpInWindow(c *tcpConn, dir Dir, p *Packet) (tcpAction, Reason) {
+func tcpInWindow(c *tcpConn, state TCPState, dir Dir, p *Packet) (tcpAction, Reason) {
 	sender, receiver := &c.seen[dir], &c.seen[1-dir]
 	syn, hasAck := p.TCPFlags&FlagSYN != 0, p.TCPFlags&FlagACK != 0
 	seq, ack := p.Seq, p.Ack
@@ -187,14 +191,14 @@ func tcpInWindow(c *tcpConn, dir Dir, p *Packet) (tcpAction, Reason) {
 
 	if sender.maxwin == 0 {
 		if syn {
-			tcpInitSender(sender, receiver, p, end, win, dir)
+			tcpInitSender(c, p, end, win, dir)
 			if !hasAck { // simultaneous open
 				return tcpAccept, ReasonNone
 			}
 		} else {
 			// Mid-connection: take what this packet says.
 			sender.end = end
-			sender.maxwin = max(win<<sender.scale, 1)
+			sender.maxwin = max(win<<c.scale[dir], 1)
 			sender.maxend = end + sender.maxwin
 			if receiver.maxwin == 0 {
 				receiver.end, receiver.maxend = ack, ack
@@ -202,9 +206,9 @@ func tcpInWindow(c *tcpConn, dir Dir, p *Packet) (tcpAction, Reason) {
 				receiver.end++
 			}
 		}
-	} else if syn && after(end, sender.end) && (c.state == TCPSynSent || c.state == TCPSynRecv) {
+	} else if syn && after(end, sender.end) && (state == TCPSynSent || state == TCPSynRecv) {
 		// Reinitialised sender (RFC 793): start over for this direction.
-		tcpInitSender(sender, receiver, p, end, win, dir)
+		tcpInitSender(c, p, end, win, dir)
 		if dir == DirReply && !hasAck {
 			return tcpAccept, ReasonNone
 		}
@@ -213,7 +217,7 @@ func tcpInWindow(c *tcpConn, dir Dir, p *Packet) (tcpAction, Reason) {
 	if !hasAck || (p.TCPFlags&FlagRST != 0 && ack == 0) {
 		ack = receiver.end // no ACK (or a broken RST|ACK 0): pretend it acks everything
 	}
-	if p.TCPFlags&FlagRST != 0 && seq == 0 && c.state == TCPSynSent {
+	if p.TCPFlags&FlagRST != 0 && seq == 0 && state == TCPSynSent {
 		seq, end = sender.end, sender.end // RST answering a SYN
 	}
 
@@ -225,7 +229,7 @@ func tcpInWindow(c *tcpConn, dir Dir, p *Packet) (tcpAction, Reason) {
 			// A sender overshooting the window a little: remember the data
 			// so its ACK is in bounds, let the segment pass unchanged.
 			sender.end = end
-			sender.flags |= tcpFlagDataUnack
+			c.flags[dir] |= tcpFlagDataUnack
 			return tcpIgnored, ReasonNone
 		}
 		return tcpInvalid, ReasonTCPSeqOverWindow
@@ -241,17 +245,17 @@ func tcpInWindow(c *tcpConn, dir Dir, p *Packet) (tcpAction, Reason) {
 	}
 
 	if !syn {
-		win <<= sender.scale
+		win <<= c.scale[dir]
 	}
 	sender.maxwin = max(sender.maxwin, win)
 	if after(end, sender.end) {
 		sender.end = end
-		sender.flags |= tcpFlagDataUnack
+		c.flags[dir] |= tcpFlagDataUnack
 	}
 	if hasAck {
-		if sender.flags&tcpFlagMaxAckSet == 0 {
+		if c.flags[dir]&tcpFlagMaxAckSet == 0 {
 			sender.maxack = ack
-			sender.flags |= tcpFlagMaxAckSet
+			c.flags[dir] |= tcpFlagMaxAckSet
 		} else if after(ack, sender.maxack) {
 			sender.maxack = ack
 		}
@@ -266,7 +270,7 @@ func tcpInWindow(c *tcpConn, dir Dir, p *Packet) (tcpAction, Reason) {
 		}
 	}
 	if ack == receiver.end {
-		receiver.flags &^= tcpFlagDataUnack
+		c.flags[1-dir] &^= tcpFlagDataUnack
 	}
 	return tcpAccept, ReasonNone
 }
@@ -284,7 +288,7 @@ func tcpCanEarlyDrop(s TCPState) bool {
 func (t *Table) tcpPacket(e *entry, dir Dir, p *Packet, now int64) (tcpAction, Reason) {
 	c := &e.tcp
 	idx := tcpIndex(p.TCPFlags)
-	old := c.state
+	old := e.tcpState
 	ns := tcpTransitions[dir][idx][old]
 	skipWindow := false
 
@@ -293,22 +297,21 @@ func (t *Table) tcpPacket(e *entry, dir Dir, p *Packet, now int64) (tcpAction, R
 		if old < TCPTimeWait {
 			break
 		}
-		if (c.seen[0].flags|c.seen[1].flags)&tcpFlagCloseInit != 0 ||
-			(c.lastDir == uint8(dir) && c.lastIndex == tcpRstSet) {
+		if (c.flags[0]|c.flags[1])&tcpFlagCloseInit != 0 || e.tcpLast == tcpLast(tcpRstSet, dir) {
 			return tcpReopen, ReasonNone
 		}
 		fallthrough
 	case tcpIgnore:
 		// Our entry may be out of sync with the endpoints: let the
 		// segment through without believing it.
-		c.lastIndex, c.lastDir = idx, uint8(dir)
+		e.tcpLast = tcpLast(idx, dir)
 		return tcpIgnored, ReasonNone
 	case tcpMax:
 		return tcpInvalid, ReasonTCPTransition
 	case TCPSynSent2:
-		c.lastFlags |= tcpSimultaneous
+		e.flags |= flagSimultaneous
 	case TCPSynRecv:
-		if dir == DirReply && idx == tcpAckSet && c.lastFlags&tcpSimultaneous != 0 {
+		if dir == DirReply && idx == tcpAckSet && e.flags&flagSimultaneous != 0 {
 			ns = TCPEstablished
 		}
 	case TCPClose:
@@ -320,7 +323,7 @@ func (t *Table) tcpPacket(e *entry, dir Dir, p *Packet, now int64) (tcpAction, R
 			break
 		}
 		recv := &c.seen[1-dir]
-		if recv.flags&tcpFlagMaxAckSet != 0 && c.lastIndex != tcpSynSet {
+		if c.flags[1-dir]&tcpFlagMaxAckSet != 0 && e.tcpLast&7 != tcpSynSet {
 			established := old == TCPEstablished && e.flags&flagAssured != 0
 			if p.Seq == 0 && !established {
 				break
@@ -336,23 +339,23 @@ func (t *Table) tcpPacket(e *entry, dir Dir, p *Packet, now int64) (tcpAction, R
 	}
 
 	if !skipWindow {
-		act, r := tcpInWindow(c, dir, p)
+		act, r := tcpInWindow(c, old, dir, p)
 		if act != tcpAccept {
 			return act, r
 		}
 	}
 
-	c.lastIndex, c.lastDir = idx, uint8(dir)
-	c.state = ns
+	e.tcpLast = tcpLast(idx, dir)
+	e.tcpState = ns
 	if old != ns && ns == TCPFinWait {
-		c.seen[dir].flags |= tcpFlagCloseInit
+		c.flags[dir] |= tcpFlagCloseInit
 	}
 	to := &t.timeouts
 	timeout := to.tcp[ns]
 	switch {
 	case idx == tcpRstSet:
 		timeout = to.tcp[TCPClose]
-	case (c.seen[0].flags|c.seen[1].flags)&tcpFlagDataUnack != 0 && timeout > to.unack:
+	case (c.flags[0]|c.flags[1])&tcpFlagDataUnack != 0 && timeout > to.unack:
 		timeout = to.unack
 	}
 	if e.flags&flagReplied == 0 {

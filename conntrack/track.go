@@ -29,19 +29,26 @@ func (t *Table) Track(p *Packet) Result {
 		return t.invalidResult(ReasonUnsupported)
 	}
 
-	tu := p.Tuple()
-	k, rev := tu.key()
-	h := hashTuple(&k, t.seed)
+	sport, dport := p.SrcPort, p.DstPort
+	if p.Proto == ProtoICMP || p.Proto == ProtoICMPv6 {
+		sport, dport = p.ICMPID, p.ICMPID
+	}
+	var k flowKey
+	rev := k.set(&p.Src, &p.Dst, sport, dport, p.Proto, p.Family, p.Zone)
+	h := k.hash(t.seed)
 	s := t.shardFor(h)
 	now := t.now()
 
 	s.mu.Lock()
-	res := t.trackLocked(s, p, &k, h, rev, now)
+	var res Result
+	t.trackLocked(&res, s, p, &k, h, rev, now)
 	n := reapEach
 	if res.State == StateNew && res.Dir == DirOriginal {
 		n += reapNew // new flows pay for the expiry of old ones
 	}
-	t.reapLocked(s, n, now)
+	if n > 0 {
+		t.reapLocked(s, n, now)
+	}
 	s.mu.Unlock()
 	if res.State == StateInvalid {
 		t.invalid[res.Reason].Add(1)
@@ -54,7 +61,10 @@ func (t *Table) invalidResult(r Reason) Result {
 	return Result{State: StateInvalid, Reason: r}
 }
 
-func (t *Table) trackLocked(s *shard, p *Packet, k *Tuple, h uint64, rev bool, now int64) Result {
+// trackLocked is Track under the shard lock. It writes the result through
+// res, field by field: built whole and copied, a Result costs the packet a
+// store-forwarding stall. Caller holds s.mu.
+func (t *Table) trackLocked(res *Result, s *shard, p *Packet, k *flowKey, h uint64, rev bool, now int64) {
 	pos, slot, ok := s.find(k, h)
 	if ok && s.at(slot).expires <= now {
 		t.remove(s, pos, slot, now)
@@ -62,7 +72,8 @@ func (t *Table) trackLocked(s *shard, p *Packet, k *Tuple, h uint64, rev bool, n
 		ok = false
 	}
 	if !ok {
-		return t.create(s, p, k, h, rev, now)
+		*res = t.create(s, p, k, h, rev, now)
+		return
 	}
 	e := s.at(slot)
 	dir := DirOriginal
@@ -73,11 +84,12 @@ func (t *Table) trackLocked(s *shard, p *Packet, k *Tuple, h uint64, rev bool, n
 	var tcpBefore TCPState
 	switch p.Proto {
 	case ProtoTCP:
-		tcpBefore = e.tcp.state
+		tcpBefore = e.tcpState
 		act, r := t.tcpPacket(e, dir, p, now)
 		switch act {
 		case tcpInvalid:
-			return Result{State: StateInvalid, Reason: r, Dir: dir, TCP: e.tcp.state}
+			*res = Result{State: StateInvalid, Reason: r, Dir: dir, TCP: e.tcpState}
+			return
 		case tcpIgnored:
 			// Accepted without refreshing or counting, but a reply is a
 			// reply (Linux sets IPS_SEEN_REPLY for any accepted packet).
@@ -87,23 +99,25 @@ func (t *Table) trackLocked(s *shard, p *Packet, k *Tuple, h uint64, rev bool, n
 					t.emit(EventUpdate, s, slot, e)
 				}
 			}
-			return t.result(s, slot, e, dir)
+			t.result(res, s, slot, e, dir)
+			return
 		case tcpReopen:
 			t.remove(s, pos, slot, now)
 			t.deleted.Add(1)
-			return t.create(s, p, k, h, rev, now)
+			*res = t.create(s, p, k, h, rev, now)
+			return
 		case tcpKill:
 			t.count(e, dir, p, now)
-			res := t.result(s, slot, e, dir)
+			t.result(res, s, slot, e, dir)
 			res.Ref = Ref{}
 			t.remove(s, pos, slot, now)
 			t.deleted.Add(1)
-			return res
+			return
 		}
 	case ProtoUDP:
 		if e.flags&flagReplied != 0 {
 			timeout := t.timeouts.udp
-			if now > e.first+udpStreamAfter {
+			if now > *s.first(slot)+udpStreamAfter {
 				timeout = t.timeouts.udpStream
 				e.flags |= flagAssured
 			}
@@ -113,7 +127,8 @@ func (t *Table) trackLocked(s *shard, p *Packet, k *Tuple, h uint64, rev bool, n
 		}
 	default: // ICMP and ICMPv6 queries
 		if !icmpQuery(p.Proto, p.ICMPType) {
-			return Result{State: StateInvalid, Reason: ReasonICMPNotEcho, Dir: dir}
+			*res = Result{State: StateInvalid, Reason: ReasonICMPNotEcho, Dir: dir}
+			return
 		}
 		if p.Proto == ProtoICMP {
 			e.expires = now + t.timeouts.icmp
@@ -125,10 +140,11 @@ func (t *Table) trackLocked(s *shard, p *Packet, k *Tuple, h uint64, rev bool, n
 		e.flags |= flagReplied
 	}
 	t.count(e, dir, p, now)
-	if t.events != nil && (e.flags != before || e.tcp.state != tcpBefore) {
+	// The simultaneous-open mark is TCP bookkeeping, not an update.
+	if t.events != nil && ((e.flags^before)&^flagSimultaneous != 0 || e.tcpState != tcpBefore) {
 		t.emit(EventUpdate, s, slot, e)
 	}
-	return t.result(s, slot, e, dir)
+	t.result(res, s, slot, e, dir)
 }
 
 func (t *Table) count(e *entry, dir Dir, p *Packet, now int64) {
@@ -141,33 +157,33 @@ func (t *Table) count(e *entry, dir Dir, p *Packet, now int64) {
 	e.last = now
 }
 
-func (t *Table) result(s *shard, slot uint32, e *entry, dir Dir) Result {
+// result sets every field of res for a packet accepted on entry e.
+func (t *Table) result(res *Result, s *shard, slot uint32, e *entry, dir Dir) {
 	st := StateNew
 	if dir == DirReply || e.flags&flagReplied != 0 {
 		st = StateEstablished
 	}
-	return Result{
-		State:   st,
-		Dir:     dir,
-		TCP:     e.tcp.state,
-		Ref:     Ref{shard: s.id, slot: slot, gen: e.gen},
-		Verdict: e.verdict,
-		Rule:    e.rule,
-	}
+	res.State = st
+	res.Reason = ReasonNone
+	res.Dir = dir
+	res.TCP = e.tcpState
+	res.Ref = Ref{shard: s.id, slot: slot, gen: e.gen}
+	res.Verdict = e.verdict
+	res.Rule = e.rule
 }
 
 // create opens a flow for a packet that may open one. Caller holds s.mu.
-func (t *Table) create(s *shard, p *Packet, k *Tuple, h uint64, rev bool, now int64) Result {
+func (t *Table) create(s *shard, p *Packet, k *flowKey, h uint64, rev bool, now int64) Result {
 	var timeout int64
 	var c tcpConn
+	var state TCPState
 	switch p.Proto {
 	case ProtoTCP:
 		if tcpTransitions[DirOriginal][tcpIndex(p.TCPFlags)][TCPNone] != TCPSynSent {
 			return Result{State: StateInvalid, Reason: ReasonTCPNewNotSYN}
 		}
 		tcpNew(&c, p)
-		c.state = TCPSynSent
-		c.lastIndex, c.lastDir = tcpSynSet, uint8(DirOriginal)
+		state = TCPSynSent
 		timeout = t.timeouts.tcp[TCPSynSent]
 	case ProtoUDP:
 		timeout = t.timeouts.udp
@@ -200,7 +216,8 @@ func (t *Table) create(s *shard, p *Packet, k *Tuple, h uint64, rev bool, now in
 	slot := s.alloc()
 	e := s.at(slot)
 	gen := e.gen
-	*e = entry{key: *k, first: now, last: now, expires: now + timeout, tcp: c, gen: gen, flags: flagUsed}
+	*e = entry{key: *k, last: now, expires: now + timeout, tcp: c, tcpState: state, tcpLast: tcpLast(tcpSynSet, DirOriginal), gen: gen, flags: flagUsed}
+	*s.first(slot) = now
 	if rev {
 		e.flags |= flagReversed
 	}
@@ -211,7 +228,9 @@ func (t *Table) create(s *shard, p *Packet, k *Tuple, h uint64, rev bool, now in
 	if t.events != nil {
 		t.emit(EventNew, s, slot, e)
 	}
-	return t.result(s, slot, e, DirOriginal)
+	var res Result
+	t.result(&res, s, slot, e, DirOriginal)
+	return res
 }
 
 // related answers an ICMP error: Related when it quotes a live flow.
@@ -225,7 +244,7 @@ func (t *Table) related(p *Packet) Result {
 		return t.invalidResult(ReasonMalformed)
 	}
 	k, rev := q.key()
-	h := hashTuple(&k, t.seed)
+	h := k.hash(t.seed)
 	s := t.shardFor(h)
 	now := t.now()
 	s.mu.Lock()
@@ -240,7 +259,8 @@ func (t *Table) related(p *Packet) Result {
 	if rev != (e.flags&flagReversed != 0) {
 		dir = DirOriginal
 	}
-	res := t.result(s, slot, e, dir)
+	var res Result
+	t.result(&res, s, slot, e, dir)
 	s.mu.Unlock()
 	res.State = StateRelated
 	return res
