@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log"
-	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -100,7 +99,6 @@ type Router struct {
 	alerts    []string
 	counters  map[string]nft.Counter
 	lastHit   map[string]time.Time
-	appliedAt time.Time
 }
 
 // maxAlerts bounds the alerts kept for the overview.
@@ -227,7 +225,6 @@ func (r *Router) Run(ctx context.Context, check time.Duration) error {
 		r.mu.Unlock()
 		return fmt.Errorf("apply %s: %w", r.describe(r.current), err)
 	}
-	r.appliedAt = r.cfg.Now()
 	r.cfg.Logger.Printf("%s applied: %d rules; running", r.describe(r.current), len(r.current.prog.Rules))
 	select {
 	case <-r.ready:
@@ -297,7 +294,6 @@ func (r *Router) apply(l loaded) error {
 	}
 	r.current = l
 	r.counters = nil
-	r.appliedAt = r.cfg.Now()
 	r.gen++
 	return nil
 }
@@ -750,11 +746,3 @@ var _ interface {
 	tui.Operator
 	tui.Recovery
 } = (*Router)(nil)
-
-// addrPort is netip.AddrPort's zero-safe String.
-func addrPort(a netip.AddrPort) string {
-	if !a.IsValid() {
-		return "-"
-	}
-	return a.String()
-}
