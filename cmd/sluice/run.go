@@ -161,29 +161,7 @@ func daemon(ctx context.Context, o runOptions, stdin io.Reader, logger *log.Logg
 	}
 	// A DHCP uplink gets its lease once the firewall that accepts the
 	// server's replies is in force; the ruleset follows the address.
-	go func() {
-		select {
-		case <-r.Ready():
-		case <-ctx.Done():
-			return
-		}
-		prog := r.Program()
-		for _, ifc := range prog.Interfaces {
-			if !ifc.DHCP {
-				continue
-			}
-			c := &dhcp.Client{Device: ifc.Device, Hostname: prog.Hostname, Logf: logger.Printf}
-			if m.supervise != nil {
-				go m.supervise(ctx, "dhcp "+ifc.Device, c.Run)
-				continue
-			}
-			go func() {
-				if err := c.Run(ctx); err != nil {
-					logger.Printf("dhcp %s: %v", ifc.Device, err)
-				}
-			}()
-		}
-	}()
+	go keepLeases(ctx, r, o.check, logger, m.supervise)
 	// The console is physical access: it starts at once, so it is there
 	// even when the policy cannot be applied. SSH starts once the policy
 	// is in force: the firewall comes first.
@@ -333,4 +311,57 @@ func printDrops(logger *log.Logger, prog *policy.Program, ring *droplog.Ring, se
 		logger.Printf("drop: %s in %s by %s", r.Summary(), in, rule)
 	}
 	return total
+}
+
+// keepLeases runs a DHCP client on every interface the policy in force
+// gives a DHCP address, from when the policy is first in force: a commit
+// that adds one starts its client within a check interval, and one that
+// removes it stops it (the lease's address then expires in the kernel).
+func keepLeases(ctx context.Context, r *router.Router, every time.Duration, logger *log.Logger,
+	supervise func(ctx context.Context, name string, run func(context.Context) error)) {
+	select {
+	case <-r.Ready():
+	case <-ctx.Done():
+		return
+	}
+	running := map[string]context.CancelFunc{} // by device
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		prog := r.Program()
+		want := map[string]bool{}
+		for _, ifc := range prog.Interfaces {
+			if !ifc.DHCP {
+				continue
+			}
+			want[ifc.Device] = true
+			if running[ifc.Device] != nil {
+				continue
+			}
+			cctx, cancel := context.WithCancel(ctx)
+			running[ifc.Device] = cancel
+			c := &dhcp.Client{Device: ifc.Device, Hostname: prog.Hostname, Logf: logger.Printf}
+			if supervise != nil {
+				go supervise(cctx, "dhcp "+ifc.Device, c.Run)
+				continue
+			}
+			go func() {
+				if err := c.Run(cctx); err != nil {
+					logger.Printf("dhcp %s: %v", ifc.Device, err)
+				}
+			}()
+		}
+		for dev, cancel := range running {
+			if !want[dev] {
+				logger.Printf("dhcp %s: the policy no longer takes this address from DHCP; stopping", dev)
+				cancel()
+				delete(running, dev)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
