@@ -342,6 +342,17 @@ func TestApplianceUpdate(t *testing.T) {
 		return string(b), err
 	}
 
+	// sshUp retries while the SSH server is not up yet: it starts once the
+	// policy is in force, just after "ready".
+	sshUp := func(stdinFile string, args ...string) (got string, err error) {
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+			got, err = ssh(stdinFile, args...)
+			if err == nil || !strings.Contains(got, "Connection refused") || time.Now().After(deadline) {
+				return got, err
+			}
+		}
+	}
+
 	v := startVM(t, bin, "--image", img, "--uefi", "--lan-netns", lan)
 	v.wait("booted from slot 1", 120*time.Second)
 	v.wait("sluice: ready", 60*time.Second)
@@ -351,7 +362,7 @@ func TestApplianceUpdate(t *testing.T) {
 	v.send(strings.TrimSpace(string(pub)))
 	v.wait("key added", 10*time.Second)
 
-	got, err := ssh(filepath.Join(broken, "sluice.efi"), "update")
+	got, err := sshUp(filepath.Join(broken, "sluice.efi"), "update")
 	if err != nil || !strings.Contains(got, "installed boot slot 2") {
 		t.Fatalf("update to the broken image: %v\n%s", err, got)
 	}
@@ -361,13 +372,13 @@ func TestApplianceUpdate(t *testing.T) {
 	v.wait("booted from slot 1", 120*time.Second)
 	v.wait("sluice: ready", 60*time.Second)
 
-	got, err = ssh(filepath.Join(img, "sluice.efi"), "update")
+	got, err = sshUp(filepath.Join(img, "sluice.efi"), "update")
 	if err != nil || !strings.Contains(got, "installed boot slot 3") {
 		t.Fatalf("update to a good image: %v\n%s", err, got)
 	}
 	v.wait("booted from slot 3 (on trial", 120*time.Second)
 	v.wait("boot slot 3 is healthy", 60*time.Second)
-	if got, err := ssh("", "status"); err != nil || !strings.Contains(got, "engine   kernel") {
+	if got, err := sshUp("", "status"); err != nil || !strings.Contains(got, "engine   kernel") {
 		t.Errorf("status after the update: %v\n%s", err, got)
 	}
 }

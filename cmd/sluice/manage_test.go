@@ -158,7 +158,8 @@ func TestManagementEndToEnd(t *testing.T) {
 			t.Logf("sluice run's output:\n%s", out.String())
 		}
 	})
-	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(out.String(), "running"); time.Sleep(50 * time.Millisecond) {
+	// SSH listens once the policy is in force.
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(out.String(), "ssh: listening"); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("sluice run did not apply its policy:\n%s", out.String())
 		}
