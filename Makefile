@@ -91,8 +91,12 @@ image: kernel build
 # run boots the appliance image under qemu. This terminal is its serial
 # console (Ctrl-A x quits); its lan port is attached to the network
 # namespace sluice-vm-lan (192.168.1.10). Paste your SSH public key on the
-# console (choice 5), then: sudo ip netns exec sluice-vm-lan ssh 192.168.1.1
+# console (choice 5), then:
+#   sudo ip netns exec sluice-vm-lan ssh -i ~/.ssh/id_ed25519 192.168.1.1
 run: image
+	@echo "booting the appliance; this terminal is its serial console (Ctrl-A x stops qemu)."
+	@echo "paste your SSH public key on the console (choice 5), then from another terminal:"
+	@echo "  sudo ip netns exec sluice-vm-lan ssh -i ~/.ssh/id_ed25519 192.168.1.1"
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	$$SUDO ./bin/sluice vm --image .cache/image --lan-netns sluice-vm-lan
 
