@@ -45,6 +45,17 @@ func (cfg *Config) findPerm(cmdline map[string]string) string {
 	return ""
 }
 
+// Partition returns the device path of the partition with GPT name name,
+// such as "/dev/vda1", or "" when there is none (yet): the way /perm is
+// found, for other partitions of the image such as the EFI system
+// partition.
+func (m *Machine) Partition(name string) string {
+	if dev := m.cfg.partitionNamed(name); dev != "" {
+		return m.cfg.devIfExists(dev)
+	}
+	return ""
+}
+
 func (cfg *Config) devIfExists(name string) string {
 	dev := "/dev/" + name
 	if _, err := os.Stat(cfg.path(dev)); err != nil {

@@ -224,3 +224,18 @@ func TestPermWaits(t *testing.T) {
 		}
 	})
 }
+
+// TestPartition finds another partition of the image by its GPT name, as
+// /perm is found, and only once devtmpfs has its node.
+func TestPartition(t *testing.T) {
+	k := newFakeKernel(t)
+	otherPartition("vda1")(k)
+	partition("vda2", true)(k)
+	k.file("/sys/class/block/vdb1/uevent", "MAJOR=254\nDEVNAME=vdb1\nDEVTYPE=partition\nPARTNAME=no-node\n")
+	m := &Machine{cfg: k.config(&syncBuffer{}).withDefaults()}
+	for name, want := range map[string]string{"ESP": "/dev/vda1", PermLabel: "/dev/vda2", "no-node": "", "missing": ""} {
+		if got := m.Partition(name); got != want {
+			t.Errorf("Partition(%q) = %q, want %q", name, got, want)
+		}
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/sluicefw/sluice/appliance"
 	"github.com/sluicefw/sluice/appliance/slot"
 	"github.com/sluicefw/sluice/image/cpio"
 	"github.com/sluicefw/sluice/image/fat"
@@ -68,7 +69,7 @@ const (
 // Partition names, by which sluice finds them at boot.
 const (
 	ESPName  = "sluice-esp"
-	PermName = "sluice-perm"
+	PermName = appliance.PermLabel
 )
 
 // Options are the inputs of a build.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/sluicefw/sluice/appliance"
 	"github.com/sluicefw/sluice/appliance/router"
 	"github.com/sluicefw/sluice/appliance/slot"
+	"github.com/sluicefw/sluice/image"
 	"github.com/sluicefw/sluice/tui"
 )
 
@@ -143,7 +143,7 @@ func hasVGA() bool {
 // booted. slots is false when the machine did not boot from a slot (a
 // kernel started directly, as sluice vm does without --uefi).
 func mountESP(m *appliance.Machine, logger *log.Logger) (esp slot.ESP, running slot.Slot, slots bool) {
-	dev := partition("sluice-esp")
+	dev := m.Partition(image.ESPName)
 	if dev == "" {
 		return esp, running, false
 	}
@@ -164,19 +164,4 @@ func mountESP(m *appliance.Machine, logger *log.Logger) (esp slot.ESP, running s
 	}
 	logger.Printf("booted from slot %s", running)
 	return esp, running, true
-}
-
-// partition finds a block device by its GPT partition name.
-func partition(name string) string {
-	ents, _ := filepath.Glob("/sys/class/block/*/uevent")
-	for _, u := range ents {
-		b, err := os.ReadFile(u)
-		if err != nil {
-			continue
-		}
-		if strings.Contains(string(b), "\nPARTNAME="+name+"\n") || strings.HasPrefix(string(b), "PARTNAME="+name+"\n") {
-			return "/dev/" + filepath.Base(filepath.Dir(u))
-		}
-	}
-	return ""
 }
