@@ -75,6 +75,12 @@ func loadProgram(cmd, file string, stdin io.Reader, stderr io.Writer) (*policy.P
 		fmt.Fprintf(stderr, "sluice %s: %v\n", cmd, err)
 		return nil, false
 	}
+	return compileSource(name, src, stderr)
+}
+
+// compileSource validates and compiles a policy already read, printing its
+// problems on stderr.
+func compileSource(name string, src []byte, stderr io.Writer) (*policy.Program, bool) {
 	pol, diags := policy.Parse(name, src)
 	if diags.Err() != nil {
 		for _, d := range diags {

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -102,7 +101,7 @@ func daemon(ctx context.Context, o runOptions, stdin io.Reader, logger *log.Logg
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
-	if _, ok := loadProgram("run", o.config, strings.NewReader(string(src)), logger.Writer()); !ok {
+	if _, ok := compileSource(name, src, logger.Writer()); !ok {
 		return fmt.Errorf("run: %s is not a valid policy", name)
 	}
 	dir := o.state
