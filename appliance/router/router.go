@@ -678,10 +678,24 @@ func (r *Router) Flows() []flows.Flow {
 
 // Drops lists the latest drops, oldest first; see tui.Monitor.
 func (r *Router) Drops() []tui.Drop {
+	d, _ := r.DropsSince(0)
+	return d
+}
+
+// DropsSince returns the drops recorded after the first seen ones (as many
+// of them as the drop log still holds), oldest first, and the count of
+// drops recorded so far, for the next call.
+func (r *Router) DropsSince(seen uint64) ([]tui.Drop, uint64) {
 	if r.cfg.Drops == nil {
-		return nil
+		return nil, 0
 	}
-	recs, _ := r.cfg.Drops.Snapshot()
+	recs, total := r.cfg.Drops.Snapshot()
+	if n := total - seen; total >= seen && n < uint64(len(recs)) {
+		recs = recs[uint64(len(recs))-n:]
+	}
+	if len(recs) == 0 {
+		return nil, total
+	}
 	r.mu.Lock()
 	prog := r.current.prog
 	r.mu.Unlock()
@@ -698,7 +712,7 @@ func (r *Router) Drops() []tui.Drop {
 		}
 		out = append(out, d)
 	}
-	return out
+	return out, total
 }
 
 // Rules lists every rule with its counter; see tui.Monitor.

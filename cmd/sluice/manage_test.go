@@ -206,6 +206,24 @@ func TestManagementEndToEnd(t *testing.T) {
 		t.Errorf("lan1 reached the metrics, which the policy does not serve to lan:\n%.500s", b)
 	}
 
+	// A denied connection is logged with the rule that dropped it.
+	l.Command(l.LAN1, "curl", "-sS", "-m", "1", "http://1.1.1.1/").Run()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		logged := false
+		for _, line := range strings.Split(out.String(), "\n") {
+			if strings.Contains(line, "drop: tcp 192.168.1.10:") && strings.Contains(line, "-> 1.1.1.1:80") &&
+				strings.Contains(line, " in eth1 by r") && strings.HasSuffix(line, " lan egress default deny") {
+				logged = true
+			}
+		}
+		if logged {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no drop logged for lan1's connection to 1.1.1.1:80:\n%s", out.String())
+		}
+	}
+
 	// Log in with the key: the TUI opens on the overview, and the Flows
 	// page shows the echo connection.
 	tm.start("tui", sshArgs("admin", "-t", lab.RouterLAN4)...)

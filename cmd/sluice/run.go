@@ -24,7 +24,6 @@ import (
 	"github.com/sluicefw/sluice/dataplane/dhcp"
 	"github.com/sluicefw/sluice/dataplane/droplog"
 	"github.com/sluicefw/sluice/dataplane/nft"
-	"github.com/sluicefw/sluice/dataplane/policy"
 	"github.com/sluicefw/sluice/tui"
 )
 
@@ -195,7 +194,7 @@ func daemon(ctx context.Context, o runOptions, stdin io.Reader, logger *log.Logg
 			}
 		}()
 	}
-	go logDrops(ctx, logger, r, ring)
+	go logDrops(ctx, logger, r)
 	err = <-errc
 	logger.Print("stopping; the ruleset stays in force")
 	return err
@@ -273,7 +272,7 @@ func serveConsole(ctx context.Context, path string, store *state.Store, r *route
 }
 
 // logDrops logs every drop with its rule, as it is recorded.
-func logDrops(ctx context.Context, logger *log.Logger, r *router.Router, ring *droplog.Ring) {
+func logDrops(ctx context.Context, logger *log.Logger, r *router.Router) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var seen uint64
@@ -282,34 +281,17 @@ func logDrops(ctx context.Context, logger *log.Logger, r *router.Router, ring *d
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			seen = printDrops(logger, r.Program(), ring, seen)
+			var drops []tui.Drop
+			drops, seen = r.DropsSince(seen)
+			for _, d := range drops {
+				rule := "unknown rule"
+				if d.Rule != "" {
+					rule = d.Rule + " " + d.RuleName
+				}
+				logger.Printf("drop: %s in %s by %s", d.Summary, d.In, rule)
+			}
 		}
 	}
-}
-
-// printDrops logs the drops recorded since the count seen, and returns the
-// new count.
-func printDrops(logger *log.Logger, prog *policy.Program, ring *droplog.Ring, seen uint64) uint64 {
-	recs, total := ring.Snapshot()
-	if total == seen {
-		return seen
-	}
-	if n := total - seen; n < uint64(len(recs)) {
-		recs = recs[uint64(len(recs))-n:]
-	}
-	for _, r := range recs {
-		rule := "unknown rule"
-		if r.Rule > 0 && int(r.Rule) <= len(prog.Rules) {
-			pr := prog.Rules[r.Rule-1]
-			rule = string(pr.ID) + " " + pr.Name
-		}
-		in := fmt.Sprint(r.InIndex)
-		if ifc, err := net.InterfaceByIndex(int(r.InIndex)); err == nil {
-			in = ifc.Name
-		}
-		logger.Printf("drop: %s in %s by %s", r.Summary(), in, rule)
-	}
-	return total
 }
 
 // keepLeases runs a DHCP client on every interface the policy in force
