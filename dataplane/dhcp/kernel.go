@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"net/netip"
 	"time"
 
-	"github.com/jsimonetti/rtnetlink/v2"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/sluicefw/sluice/dataplane/netconf"
 )
 
 // kernel installs and removes a lease's address and default route over one
@@ -52,7 +52,7 @@ func lifetime(left time.Duration) uint32 {
 // preferred lifetimes of left, so that the kernel removes it when the
 // lease runs out whether or not sluice is still running.
 func (k *kernel) setAddress(pfx netip.Prefix, left time.Duration) error {
-	b, err := addressMessage(k.index, pfx).MarshalBinary()
+	b, err := netconf.AddressMessage(k.index, pfx).MarshalBinary()
 	if err != nil {
 		return fmt.Errorf("address replace %s: %w", pfx, err)
 	}
@@ -76,7 +76,7 @@ func (k *kernel) setAddress(pfx netip.Prefix, left time.Duration) error {
 // deleteAddress removes pfx from the device; one already gone (expired in
 // the kernel) is not an error.
 func (k *kernel) deleteAddress(pfx netip.Prefix) error {
-	b, err := addressMessage(k.index, pfx).MarshalBinary()
+	b, err := netconf.AddressMessage(k.index, pfx).MarshalBinary()
 	if err == nil {
 		err = k.execute(unix.RTM_DELADDR, netlink.Request|netlink.Acknowledge, b)
 	}
@@ -89,7 +89,7 @@ func (k *kernel) deleteAddress(pfx netip.Prefix) error {
 // setRoute puts a default route via gw out the device in the main table,
 // in place of the default route of the same metric there.
 func (k *kernel) setRoute(gw netip.Addr) error {
-	b, err := routeMessage(k.index, gw).MarshalBinary()
+	b, err := netconf.RouteMessage(k.index, gw, unix.RTPROT_DHCP).MarshalBinary()
 	if err == nil {
 		err = k.execute(unix.RTM_NEWROUTE, netlink.Request|netlink.Acknowledge|netlink.Create|netlink.Replace, b)
 	}
@@ -102,7 +102,7 @@ func (k *kernel) setRoute(gw netip.Addr) error {
 // deleteRoute removes the default route via gw out the device; one already
 // gone (with its address) is not an error.
 func (k *kernel) deleteRoute(gw netip.Addr) error {
-	b, err := routeMessage(k.index, gw).MarshalBinary()
+	b, err := netconf.RouteMessage(k.index, gw, unix.RTPROT_DHCP).MarshalBinary()
 	if err == nil {
 		err = k.execute(unix.RTM_DELROUTE, netlink.Request|netlink.Acknowledge, b)
 	}
@@ -115,37 +115,4 @@ func (k *kernel) deleteRoute(gw netip.Addr) error {
 func (k *kernel) execute(typ netlink.HeaderType, flags netlink.HeaderFlags, data []byte) error {
 	_, err := k.c.Execute(netlink.Message{Header: netlink.Header{Type: typ, Flags: flags}, Data: data})
 	return err
-}
-
-// addressMessage is pfx on a link, with the subnet's broadcast address (as
-// `ip address add ... brd +` gives).
-func addressMessage(index uint32, pfx netip.Prefix) *rtnetlink.AddressMessage {
-	ip := net.IP(pfx.Addr().AsSlice())
-	m := &rtnetlink.AddressMessage{
-		Family:       unix.AF_INET,
-		PrefixLength: uint8(pfx.Bits()),
-		Scope:        unix.RT_SCOPE_UNIVERSE,
-		Index:        index,
-		Attributes:   &rtnetlink.AddressAttributes{Address: ip, Local: ip},
-	}
-	if pfx.Bits() < 31 {
-		b := pfx.Masked().Addr().As4()
-		for i := pfx.Bits(); i < 32; i++ {
-			b[i/8] |= 0x80 >> (i % 8)
-		}
-		m.Attributes.Broadcast = net.IP(b[:])
-	}
-	return m
-}
-
-// routeMessage is a default route learned by DHCP via gw out a link.
-func routeMessage(index uint32, gw netip.Addr) *rtnetlink.RouteMessage {
-	return &rtnetlink.RouteMessage{
-		Family:     unix.AF_INET,
-		Table:      unix.RT_TABLE_MAIN,
-		Protocol:   unix.RTPROT_DHCP,
-		Scope:      unix.RT_SCOPE_UNIVERSE,
-		Type:       unix.RTN_UNICAST,
-		Attributes: rtnetlink.RouteAttributes{Gateway: net.IP(gw.AsSlice()), OutIface: index},
-	}
 }

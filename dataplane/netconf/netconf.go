@@ -113,14 +113,14 @@ func Apply(prog *policy.Program) (Report, error) {
 		rep.LinksUp = append(rep.LinksUp, dev)
 	}
 	for _, a := range p.change.Addresses {
-		if err := c.Address.New(addressMessage(p.index[a.Device], a.Prefix)); err != nil {
+		if err := c.Address.New(AddressMessage(p.index[a.Device], a.Prefix)); err != nil {
 			errs = append(errs, fmt.Errorf("address add %s on %s: %w", a.Prefix, a.Device, err))
 			continue
 		}
 		rep.Addresses = append(rep.Addresses, a)
 	}
 	for _, r := range p.change.Routes {
-		if err := c.Route.Replace(routeMessage(p.index[r.Device], r.Gateway)); err != nil {
+		if err := c.Route.Replace(RouteMessage(p.index[r.Device], r.Gateway, unix.RTPROT_STATIC)); err != nil {
 			errs = append(errs, fmt.Errorf("route replace %s: %w", r, err))
 			continue
 		}
@@ -279,9 +279,9 @@ func makePlan(prog *policy.Program, k kernel) plan {
 	return p
 }
 
-// addressMessage adds pfx to a link, with the broadcast address an IPv4
+// AddressMessage adds pfx to a link, with the broadcast address an IPv4
 // subnet has (as `ip address add ... brd +` would).
-func addressMessage(index uint32, pfx netip.Prefix) *rtnetlink.AddressMessage {
+func AddressMessage(index uint32, pfx netip.Prefix) *rtnetlink.AddressMessage {
 	a := pfx.Addr()
 	ip := net.IP(a.AsSlice())
 	m := &rtnetlink.AddressMessage{
@@ -309,8 +309,9 @@ func broadcast(pfx netip.Prefix) net.IP {
 	return net.IP(b[:])
 }
 
-// routeMessage is a default route via gw out a link.
-func routeMessage(index uint32, gw netip.Addr) *rtnetlink.RouteMessage {
+// RouteMessage is a default route via gw out a link, installed by protocol
+// (unix.RTPROT_STATIC for the policy's gateways, RTPROT_DHCP for a lease).
+func RouteMessage(index uint32, gw netip.Addr, protocol uint8) *rtnetlink.RouteMessage {
 	family := uint8(unix.AF_INET6)
 	if gw.Is4() {
 		family = unix.AF_INET
@@ -318,7 +319,7 @@ func routeMessage(index uint32, gw netip.Addr) *rtnetlink.RouteMessage {
 	return &rtnetlink.RouteMessage{
 		Family:     family,
 		Table:      unix.RT_TABLE_MAIN,
-		Protocol:   unix.RTPROT_STATIC,
+		Protocol:   protocol,
 		Scope:      unix.RT_SCOPE_UNIVERSE,
 		Type:       unix.RTN_UNICAST,
 		Attributes: rtnetlink.RouteAttributes{Gateway: net.IP(gw.AsSlice()), OutIface: index},
