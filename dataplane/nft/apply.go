@@ -11,12 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// chunkElements bounds the elements of one set-element message:
-// google/nftables v0.3.0 silently truncates a SetAddElements call above
-// about 4096 elements (a 16-bit length wraps). Several calls in one Flush
-// stay one transaction.
-const chunkElements = 2048
-
 // socketBuffer is the netlink socket buffer sluice asks for, so that a
 // batch of a million elements is not refused.
 const socketBuffer = 64 << 20
@@ -28,6 +22,7 @@ type Conn struct {
 	nft     *nftables.Conn
 	netnsFd int
 	timeout time.Duration
+	sent    map[string]setDigest // what the last send put in each set
 }
 
 // Dial returns a connection to nf_tables in the calling thread's network
@@ -37,24 +32,7 @@ func Dial(netnsFd int, timeout time.Duration) (*Conn, error) {
 		if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
 			return fmt.Errorf("netlink deadline: %w", err)
 		}
-		raw, err := c.SyscallConn()
-		if err != nil {
-			return fmt.Errorf("netlink socket: %w", err)
-		}
-		var serr error
-		if err := raw.Control(func(fd uintptr) {
-			for _, opt := range []int{unix.SO_SNDBUFFORCE, unix.SO_RCVBUFFORCE} {
-				if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, socketBuffer); e != nil && serr == nil {
-					serr = fmt.Errorf("setsockopt %d: %w", opt, e)
-				}
-			}
-		}); err != nil {
-			return err
-		}
-		// Without CAP_NET_ADMIN the forced sizes are refused; the default
-		// buffers still work for small rulesets, so this is not fatal.
-		_ = serr
-		return nil
+		return forceBuffers(c)
 	})}
 	if netnsFd >= 0 {
 		opts = append(opts, nftables.WithNetNSFd(netnsFd))
@@ -81,8 +59,31 @@ func (c *Conn) raw() (*netlink.Conn, error) {
 		conn.Close()
 		return nil, fmt.Errorf("netlink deadline: %w", err)
 	}
-	_ = conn.SetReadBuffer(socketBuffer) // a larger buffer only speeds up big dumps
+	if err := forceBuffers(conn); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	// Acknowledgements of refused messages carry the header, not the
+	// whole (large) message.
+	_ = conn.SetOption(netlink.CapAcknowledge, true)
 	return conn, nil
+}
+
+// forceBuffers raises a netlink socket's buffers to socketBuffer, past the
+// system's limits, so that a batch of a million elements is not refused
+// and a big dump reads in large messages. Without CAP_NET_ADMIN the forced
+// sizes are refused; the default buffers still work for small rulesets, so
+// that is not an error.
+func forceBuffers(c *netlink.Conn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("netlink socket: %w", err)
+	}
+	return raw.Control(func(fd uintptr) {
+		for _, opt := range []int{unix.SO_SNDBUFFORCE, unix.SO_RCVBUFFORCE} {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, socketBuffer)
+		}
+	})
 }
 
 // Apply replaces table inet sluice with rs in one transaction: the old table
@@ -96,15 +97,48 @@ func Apply(conn *Conn, rs *Ruleset) error {
 	return conn.verify(rs)
 }
 
-// send builds and flushes the transaction.
+// send builds the transaction and hands it to the kernel.
 func (conn *Conn) send(rs *Ruleset) error {
-	c := conn.nft
+	tx, err := rs.transaction()
+	if err != nil {
+		return err
+	}
+	raw, err := conn.raw()
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	if err := tx.send(raw); err != nil {
+		return fmt.Errorf("nftables transaction (table inet %s, %d sets, %d chains): %w", TableName, len(rs.sets), len(rs.chains), err)
+	}
+	conn.sent = tx.elements
+	return nil
+}
+
+// transaction marshals rs as one batch: table inet sluice added, deleted
+// and added again (so that it exists to be deleted, and the old one goes
+// in the same transaction), its counters, sets with their elements,
+// chains and rules.
+func (rs *Ruleset) transaction() (*transaction, error) {
+	n := 0
+	for _, s := range rs.sets {
+		n += 2 * s.size()
+	}
+	tx := newTransaction(n)
 	t := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
-	c.AddTable(t)
-	c.DelTable(t)
-	c.AddTable(t)
-	for _, name := range rs.Counters {
-		c.AddObj(&nftables.CounterObj{Table: t, Name: name})
+	describe := func(what string) func(netlink.Message) string {
+		return func(netlink.Message) string { return what }
+	}
+	if err := tx.library(func(c *nftables.Conn) error {
+		c.AddTable(t)
+		c.DelTable(t)
+		c.AddTable(t)
+		for _, name := range rs.Counters {
+			c.AddObj(&nftables.CounterObj{Table: t, Name: name})
+		}
+		return nil
+	}, describe("table inet "+TableName+" and its counters")); err != nil {
+		return nil, err
 	}
 	for _, s := range rs.sets {
 		ns := &nftables.Set{Table: t, Name: s.name, ID: s.id, Interval: !s.hosts(), KeyType: nftables.TypeIP6Addr, Comment: s.comment}
@@ -123,18 +157,11 @@ func (conn *Conn) send(rs *Ruleset) error {
 		if s.dynamic {
 			ns.HasTimeout = true
 		}
-		if err := c.AddSet(ns, nil); err != nil {
-			return fmt.Errorf("set add %s: %w", s.name, err)
+		if err := tx.library(func(c *nftables.Conn) error { return c.AddSet(ns, nil) }, describe("set "+s.name)); err != nil {
+			return nil, fmt.Errorf("set add %s: %w", s.name, err)
 		}
-		elems := s.elements()
-		for i := 0; i < len(elems); i += chunkElements {
-			chunk := elems[i:min(i+chunkElements, len(elems))]
-			if err := c.SetAddElements(ns, chunk); err != nil {
-				return fmt.Errorf("set element add %s (%d elements): %w", s.name, len(chunk), err)
-			}
-		}
+		tx.setElements(s)
 	}
-	chains := map[string]*nftables.Chain{}
 	for _, ch := range rs.chains {
 		nc := &nftables.Chain{Name: ch.name, Table: t}
 		if ch.base != nil {
@@ -144,69 +171,104 @@ func (conn *Conn) send(rs *Ruleset) error {
 			}
 			nc.Type, nc.Hooknum, nc.Priority, nc.Policy = ch.base.typ, ch.base.hook, nftables.ChainPriorityRef(nftables.ChainPriority(ch.base.prio)), &pol
 		}
-		chains[ch.name] = c.AddChain(nc)
+		if err := tx.library(func(c *nftables.Conn) error { c.AddChain(nc); return nil }, describe("chain "+ch.name)); err != nil {
+			return nil, err
+		}
 	}
 	for _, ch := range rs.chains {
-		for _, r := range ch.rules {
-			nr := &nftables.Rule{Table: t, Chain: chains[ch.name], Exprs: r.p.exprs}
-			if r.comment != "" {
-				nr.UserData = userdata.AppendString(nil, userdata.TypeComment, r.comment)
+		nc := &nftables.Chain{Name: ch.name, Table: t}
+		i := 0
+		if err := tx.library(func(c *nftables.Conn) error {
+			for _, r := range ch.rules {
+				nr := &nftables.Rule{Table: t, Chain: nc, Exprs: r.p.exprs}
+				if r.comment != "" {
+					nr.UserData = userdata.AppendString(nil, userdata.TypeComment, r.comment)
+				}
+				c.AddRule(nr)
 			}
-			c.AddRule(nr)
+			return nil
+		}, func(netlink.Message) string {
+			i++
+			if i > len(ch.rules) {
+				return "chain " + ch.name
+			}
+			r := ch.rules[i-1]
+			return fmt.Sprintf("rule %q in chain %s (%s)", r.p.text, ch.name, r.comment)
+		}); err != nil {
+			return nil, err
 		}
 	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("nftables transaction (table inet %s, %d sets, %d chains): %w", TableName, len(rs.sets), len(rs.chains), err)
-	}
-	return nil
-}
-
-// elements turns ranges into interval set elements: each range starts with
-// its first address and ends with the address after its last, unless it
-// runs to the top of the address space.
-func (s *set) elements() []nftables.SetElement {
-	if s.concat != nil {
-		// An element of a concatenated interval set carries its range's
-		// start and end together; each field is padded to 4 bytes.
-		key := func(a []byte, proto uint8, port uint16) []byte {
-			k := append(append([]byte(nil), a...), proto, 0, 0, 0)
-			return append(k, byte(port>>8), byte(port), 0, 0)
-		}
-		out := make([]nftables.SetElement, 0, len(s.concat))
-		for _, c := range s.concat {
-			out = append(out, nftables.SetElement{Key: key(c.addrs.lo.AsSlice(), c.proto, c.lo), KeyEnd: key(c.addrs.hi.AsSlice(), c.proto, c.hi)})
-		}
-		return out
-	}
-	out := make([]nftables.SetElement, 0, 2*len(s.ranges))
-	hosts := s.hosts()
-	for _, r := range s.ranges {
-		out = append(out, nftables.SetElement{Key: r.lo.AsSlice()})
-		if next := r.hi.Next(); next.IsValid() && !hosts {
-			out = append(out, nftables.SetElement{Key: next.AsSlice(), IntervalEnd: true})
-		}
-	}
-	return out
+	return tx, nil
 }
 
 // ErrShortSet reports a set the kernel holds fewer elements of than sluice
 // sent: what the truncation pitfall of google/nftables looks like.
 var ErrShortSet = errors.New("the kernel holds fewer set elements than were sent")
 
+// verify reads every set back and compares it with what send put there,
+// by count and by a sum of key hashes. Sets are read by two sockets at
+// once: the kernel's walk of a set runs in the reading thread. A set whose
+// sum differs is counted again key by key, since a dump may repeat an
+// element; only a set with fewer distinct keys than were sent fails.
 func (c *Conn) verify(rs *Ruleset) error {
-	raw, err := c.raw()
-	if err != nil {
-		return err
-	}
-	defer raw.Close()
-	for _, s := range rs.sets {
-		got, err := countSetElements(raw, s.name)
+	const readers = 2
+	// The sockets are opened here: a namespace given as -1 is this
+	// thread's, and the readers run on other threads.
+	var socks []*netlink.Conn
+	defer func() {
+		for _, s := range socks {
+			s.Close()
+		}
+	}()
+	for range readers {
+		raw, err := c.raw()
 		if err != nil {
 			return err
 		}
-		if got != s.size() {
-			return fmt.Errorf("set %s: sent %d ranges, kernel holds %d: %w", s.name, s.size(), got, ErrShortSet)
+		socks = append(socks, raw)
+	}
+	errs := make(chan error, readers)
+	next := make(chan *set)
+	for _, raw := range socks {
+		go func() {
+			var first error
+			for s := range next {
+				if first == nil {
+					first = c.verifySet(raw, s)
+				}
+			}
+			errs <- first
+		}()
+	}
+	for _, s := range rs.sets {
+		next <- s
+	}
+	close(next)
+	var first error
+	for range readers {
+		if err := <-errs; err != nil && first == nil {
+			first = err
 		}
+	}
+	return first
+}
+
+func (c *Conn) verifySet(raw *netlink.Conn, s *set) error {
+	if want, ok := c.sent[s.name]; ok {
+		got, err := digestSet(raw, s.name)
+		if err != nil {
+			return err
+		}
+		if got == want {
+			return nil
+		}
+	}
+	got, err := countSetElements(raw, s.name)
+	if err != nil {
+		return err
+	}
+	if got != s.size() {
+		return fmt.Errorf("set %s: sent %d ranges, kernel holds %d: %w", s.name, s.size(), got, ErrShortSet)
 	}
 	return nil
 }

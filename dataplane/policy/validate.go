@@ -190,13 +190,13 @@ func validateZone(d *decoder, p *Policy, z Zone) {
 	if uplink && !z.Antispoof.Bogons {
 		d.warnf(z.Pos, "add antispoof: {bogons: drop}", "zone %s holds the uplink and does not drop bogon sources", z.Name)
 	}
+	var sources coverIndex
 	for i, s := range z.Antispoof.Sources {
-		for j, t := range z.Antispoof.Sources[:i] {
-			if t.Bits() <= s.Bits() && t.Contains(s.Addr()) {
-				d.warnf(z.Antispoof.SourcesPos[i], "remove it", "source %s is already covered by %s (line %d)", s, t, z.Antispoof.SourcesPos[j].Line)
-				break
-			}
+		if j, ok := sources.covering(prefixDestination(s)); ok {
+			d.warnf(z.Antispoof.SourcesPos[i], "remove it", "source %s is already covered by %s (line %d)", s, z.Antispoof.Sources[j], z.Antispoof.SourcesPos[j].Line)
+			continue
 		}
+		sources.add(i, prefixDestination(s))
 	}
 
 	svcNames := map[string]Pos{}
@@ -208,6 +208,7 @@ func validateZone(d *decoder, p *Policy, z Zone) {
 	}
 
 	names := map[string]Pos{}
+	covers := make([]coverIndex, len(z.Egress.Allow))
 	for i, a := range z.Egress.Allow {
 		if a.Name != "" {
 			if first, dup := names[a.Name]; dup {
@@ -216,15 +217,14 @@ func validateZone(d *decoder, p *Policy, z Zone) {
 			names[a.Name] = a.Pos
 		}
 		for j, dst := range a.To {
-			for _, prev := range a.To[:j] {
-				if destCovers(prev, dst) {
-					d.warnf(dst.Pos, "remove it", "destination %s is already covered by %s in the same entry", dst, prev)
-					break
-				}
+			if k, ok := covers[i].covering(dst); ok {
+				d.warnf(dst.Pos, "remove it", "destination %s is already covered by %s in the same entry", dst, a.To[k])
+				continue
 			}
+			covers[i].add(j, dst)
 		}
-		for _, prev := range z.Egress.Allow[:i] {
-			if entryCovers(prev, a) {
+		for k, prev := range z.Egress.Allow[:i] {
+			if entryCovers(prev, &covers[k], a) {
 				d.warnf(a.Pos, fmt.Sprintf("remove it, or move it above %s", prev.Name), "allow entry %s is shadowed by %s (line %d): it can never match first", a.Name, prev.Name, prev.Pos.Line)
 				break
 			}
@@ -237,17 +237,6 @@ func (dst Destination) String() string {
 		return dst.Name
 	}
 	return dst.Prefix.String()
-}
-
-// destCovers reports whether destination a matches every address b matches.
-func destCovers(a, b Destination) bool {
-	switch {
-	case a.Name == "" && b.Name == "":
-		return a.Prefix.Bits() <= b.Prefix.Bits() && a.Prefix.Contains(b.Prefix.Addr())
-	case a.Name != "" && b.Name != "":
-		return nameCovers(a.Name, b.Name)
-	}
-	return false
 }
 
 // NameMatches reports whether an allowlist name pattern (an exact name, or
@@ -268,18 +257,12 @@ func nameCovers(a, b string) bool {
 	return false
 }
 
-// entryCovers reports whether allow entry a matches every packet b matches,
-// so that b can never be the first match.
-func entryCovers(a, b AllowEntry) bool {
-	if len(a.To) > 0 {
-		if len(b.To) == 0 {
-			return false
-		}
-		for _, bd := range b.To {
-			if !slices.ContainsFunc(a.To, func(ad Destination) bool { return destCovers(ad, bd) }) {
-				return false
-			}
-		}
+// entryCovers reports whether allow entry a, whose destinations aTo
+// indexes, matches every packet b matches, so that b can never be the
+// first match.
+func entryCovers(a AllowEntry, aTo *coverIndex, b AllowEntry) bool {
+	if len(a.To) > 0 && (len(b.To) == 0 || !aTo.coversAll(b.To)) {
+		return false
 	}
 	if len(a.Ports) == 0 || slices.ContainsFunc(a.Ports, func(p PortRange) bool { return p.Proto == 0 }) {
 		return true
