@@ -120,11 +120,11 @@ func (conn *Conn) send(rs *Ruleset) error {
 // in the same transaction), its counters, sets with their elements,
 // chains and rules.
 func (rs *Ruleset) transaction() (*transaction, error) {
-	n := 0
+	size := 0
 	for _, s := range rs.sets {
-		n += 2 * s.size()
+		size += s.wireSize()
 	}
-	tx := newTransaction(n)
+	tx := newTransaction(size)
 	t := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
 	describe := func(what string) func(netlink.Message) string {
 		return func(netlink.Message) string { return what }
@@ -141,8 +141,9 @@ func (rs *Ruleset) transaction() (*transaction, error) {
 		return nil, err
 	}
 	for _, s := range rs.sets {
-		ns := &nftables.Set{Table: t, Name: s.name, ID: s.id, Interval: !s.hosts(), KeyType: nftables.TypeIP6Addr, Comment: s.comment}
-		if s.hosts() {
+		hosts := s.hosts()
+		ns := &nftables.Set{Table: t, Name: s.name, ID: s.id, Interval: !hosts, KeyType: nftables.TypeIP6Addr, Comment: s.comment}
+		if hosts {
 			// Sized up front, the kernel's hash never resizes, and a dump
 			// neither repeats nor skips elements.
 			ns.Size = uint32(s.size())

@@ -205,7 +205,7 @@ func bigAllowlistProgram(n int) (*policy.Program, error) {
 	if err := diags.Err(); err != nil {
 		return nil, err
 	}
-	entry := policy.AllowEntry{Name: "big"}
+	entry := policy.AllowEntry{Name: "big", To: make([]policy.Destination, 0, n)}
 	for a, i := netip.MustParseAddr("11.0.0.0"), 0; i < n; i++ {
 		entry.To = append(entry.To, policy.Destination{Prefix: netip.PrefixFrom(a, 32)})
 		a = a.Next().Next()

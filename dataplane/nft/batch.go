@@ -62,9 +62,10 @@ const (
 	nftaSetElemKeyEnd = 10
 )
 
-// newTransaction returns a batch sized for about n set elements.
-func newTransaction(n int) *transaction {
-	tx := &transaction{buf: make([]byte, 0, 4096+n*28), elements: map[string]setDigest{}}
+// newTransaction returns a batch with room for about size bytes of set
+// elements.
+func newTransaction(size int) *transaction {
+	tx := &transaction{buf: make([]byte, 0, 64<<10+size), elements: map[string]setDigest{}}
 	tx.control(unix.NFNL_MSG_BATCH_BEGIN)
 	return tx
 }
@@ -202,7 +203,7 @@ func (tx *transaction) setElements(s *set) {
 		// An element of a concatenated interval set carries its range's
 		// start and end together; each field is padded to 4 bytes.
 		concatKey := func(b []byte, a netip.Addr, proto uint8, port uint16) []byte {
-			b = append(b[:0], addrBytes(a)...)
+			b = appendAddr(b[:0], a)
 			return append(b, proto, 0, 0, 0, byte(port>>8), byte(port), 0, 0)
 		}
 		for _, c := range s.concat {
@@ -217,9 +218,11 @@ func (tx *transaction) setElements(s *set) {
 		// hash and needs no ends.
 		hosts := s.hosts()
 		for _, r := range s.ranges {
-			element(addrBytes(r.lo), nil, false)
+			key = appendAddr(key[:0], r.lo)
+			element(key, nil, false)
 			if next := r.hi.Next(); next.IsValid() && !hosts {
-				element(addrBytes(next), nil, true)
+				key = appendAddr(key[:0], next)
+				element(key, nil, true)
 			}
 		}
 	}
@@ -229,15 +232,28 @@ func (tx *transaction) setElements(s *set) {
 	tx.elements[s.name] = digest
 }
 
-// addrBytes returns a's bytes (4 for IPv4, 16 for IPv6) without
-// allocating: the result is only good until the next call.
-func addrBytes(a netip.Addr) []byte {
-	if a.Is4() {
-		b := a.As4()
-		return b[:]
+// wireSize estimates the bytes s's elements take in a batch: per element
+// a nested attribute, a nested key and its value, and an interval end
+// for each range of an interval set.
+func (s *set) wireSize() int {
+	key := 16
+	if s.v4 {
+		key = 4
 	}
-	b := a.As16()
-	return b[:]
+	if s.concat != nil {
+		return len(s.concat) * (2*(12+key+8) + 4)
+	}
+	return len(s.ranges) * (12 + key) * 2
+}
+
+// appendAddr appends a's bytes: 4 for IPv4, 16 for IPv6.
+func appendAddr(b []byte, a netip.Addr) []byte {
+	if a.Is4() {
+		a4 := a.As4()
+		return append(b, a4[:]...)
+	}
+	a16 := a.As16()
+	return append(b, a16[:]...)
 }
 
 // send hands the batch to the kernel in one sendmsg and reads the answer

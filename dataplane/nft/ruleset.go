@@ -650,10 +650,14 @@ func prefixRange(p netip.Prefix) addrRange {
 	return addrRange{p.Addr(), hi}
 }
 
-// mergeRanges sorts ranges and merges overlapping or adjacent ones.
+// mergeRanges sorts ranges and merges overlapping or adjacent ones, in
+// place. Lists that come sorted (many large ones do) are not sorted again.
 func mergeRanges(rs []addrRange) []addrRange {
-	slices.SortFunc(rs, func(a, b addrRange) int { return a.lo.Compare(b.lo) })
-	var out []addrRange
+	byLo := func(a, b addrRange) int { return a.lo.Compare(b.lo) }
+	if !slices.IsSortedFunc(rs, byLo) {
+		slices.SortFunc(rs, byLo)
+	}
+	out := rs[:0]
 	for _, r := range rs {
 		if n := len(out); n > 0 {
 			last := &out[n-1]

@@ -1,7 +1,10 @@
 package policy
 
 import (
+	"bytes"
+	"cmp"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"slices"
@@ -117,8 +120,8 @@ func Compile(p *Policy) (*Program, error) {
 		cz := &c.prog.Zones[zi]
 		for _, a := range z.Egress.Allow {
 			cz.Egress = append(cz.Egress, c.add(Rule{Kind: KindEgressAllow, Zone: zi, Name: z.Name + " egress " + a.Name,
-				Verdict: Accept, Reason: ReasonEgressAllowed, Pos: a.Pos, Ports: slices.Clone(a.Ports), To: slices.Clone(a.To)},
-				z.Name, a.Name, sortedKey(a.To), sortedKey(a.Ports)))
+				Verdict: Accept, Reason: ReasonEgressAllowed, Pos: a.Pos, Ports: slices.Clone(a.Ports), To: a.To[:len(a.To):len(a.To)]},
+				z.Name, a.Name, destinationsKey(a.To), sortedKey(a.Ports)))
 		}
 		r := Rule{Kind: KindEgressDefault, Zone: zi, Name: z.Name + " egress default deny", Reason: ReasonEgressDefaultDeny, Pos: z.Egress.Pos}
 		if z.Egress.DefaultAllow {
@@ -168,6 +171,48 @@ func sortedKey[T fmt.Stringer](items []T) string {
 	}
 	slices.Sort(s)
 	return strings.Join(s, ",")
+}
+
+// destinationsKey is sortedKey for destinations, whose lists run to
+// millions: the texts are written into one buffer and sorted by their
+// first 16 bytes as two integers, the rest compared only on a tie, which
+// gives the order of the texts themselves (no text holds a zero byte).
+func destinationsKey(ds []Destination) string {
+	type item struct {
+		hi, lo   uint64
+		off, end int
+	}
+	text := make([]byte, 0, 20*len(ds))
+	items := make([]item, len(ds))
+	for i, d := range ds {
+		off := len(text)
+		if d.Name != "" {
+			text = append(text, d.Name...)
+		} else {
+			text = d.Prefix.AppendTo(text)
+		}
+		var head [16]byte
+		copy(head[:], text[off:])
+		items[i] = item{binary.BigEndian.Uint64(head[:8]), binary.BigEndian.Uint64(head[8:]), off, len(text)}
+	}
+	slices.SortFunc(items, func(a, b item) int {
+		if a.hi != b.hi {
+			return cmp.Compare(a.hi, b.hi)
+		}
+		if a.lo != b.lo {
+			return cmp.Compare(a.lo, b.lo)
+		}
+		return bytes.Compare(text[a.off:a.end], text[b.off:b.end])
+	})
+	var key strings.Builder
+	key.Grow(len(text) + len(items))
+	for i, it := range items {
+		if i > 0 {
+			key.WriteByte(',')
+		}
+		key.Write(text[it.off:it.end])
+	}
+	return key.String()
 }
 
 // String writes the range the way a policy does: tcp/443, udp/1000-2000,

@@ -96,3 +96,27 @@ zones:
 		t.Errorf("the repeated 11.0.0.7 (line %d) drew %d warnings, want 1:\n%v", n+13, warned, diags)
 	}
 }
+
+// destinationsKey is sortedKey, faster: same text for any list.
+func TestDestinationsKeyIsSortedKey(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 5))
+	names := []string{"example.com", "*.example.com", "a.example.com", "a.example.co", "example.org.uk.long.name.example", "x"}
+	for round := range 300 {
+		var ds []Destination
+		for range r.IntN(40) {
+			switch r.IntN(3) {
+			case 0:
+				ds = append(ds, Destination{Name: names[r.IntN(len(names))]})
+			case 1:
+				a := netip.AddrFrom4([4]byte{byte(r.IntN(3) * 100), 1, byte(r.IntN(3)), byte(r.IntN(256))})
+				ds = append(ds, Destination{Prefix: netip.PrefixFrom(a, 8+r.IntN(25)).Masked()})
+			default:
+				a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, byte(r.IntN(4)), 15: byte(r.IntN(4))})
+				ds = append(ds, Destination{Prefix: netip.PrefixFrom(a, 32+r.IntN(97)).Masked()})
+			}
+		}
+		if got, want := destinationsKey(ds), sortedKey(ds); got != want {
+			t.Fatalf("round %d: destinationsKey = %q, sortedKey = %q", round, got, want)
+		}
+	}
+}

@@ -163,7 +163,7 @@ type Rule struct {
 	Pos     Pos // where in the policy the rule comes from; zero for built-in rules
 
 	Ports       []PortRange    // KindService, KindEgressAllow (empty: any)
-	To          []Destination  // KindEgressAllow (empty: any)
+	To          []Destination  // KindEgressAllow (empty: any); shared with the Policy, which nothing changes after Compile
 	Sources     []netip.Prefix // KindSources
 	ReversePath ReversePath    // KindReversePath
 	Rate        Rate           // KindSYNLimit, KindICMPLimit
