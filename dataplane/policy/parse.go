@@ -493,7 +493,9 @@ func (d *decoder) allowEntry(item ast.Node, what string) AllowEntry {
 				a.Name = s
 			}
 		case "to":
-			for _, t := range d.nonEmptyList(f, "allow entry to", "list destinations, or remove to: to match any destination") {
+			list := d.nonEmptyList(f, "allow entry to", "list destinations, or remove to: to match any destination")
+			a.To = make([]Destination, 0, len(list))
+			for _, t := range list {
 				s, pos, ok := d.scalar(t, f.keyPos, "destination")
 				if !ok {
 					continue
