@@ -159,31 +159,37 @@ func genProbe(rng *rand.Rand, seq int) probe {
 		}
 	}
 	pk := policy.Packet{Src: src, Dst: dst}
-	sport := uint16(30000 + seq%30000)
-	switch rng.IntN(6) {
-	case 0, 1:
-		pk.Proto, pk.SrcPort, pk.DstPort, pk.TCPFlags = policy.ProtoTCP, sport, pick(rng, ports...), policy.TCPSyn
-		if rng.IntN(4) == 0 {
-			pk.TCPFlags = pick(rng, uint8(0), policy.TCPSyn|policy.TCPFin, policy.TCPAck, policy.TCPFin, policy.TCPSyn|policy.TCPAck, policy.TCPRst, policy.TCPPsh|policy.TCPAck, policy.TCPSyn|policy.TCPRst)
-		}
-	case 2, 3:
-		pk.Proto, pk.SrcPort, pk.DstPort = policy.ProtoUDP, sport, pick(rng, ports...)
-		if rng.IntN(8) == 0 {
-			pk.SrcPort, pk.DstPort = 67, 68 // a DHCP reply
-		}
-	default:
-		if src.Is4() {
-			pk.Proto, pk.ICMPType = policy.ProtoICMP, pick(rng, uint8(8), 8, 3, 11, 0, 13)
-		} else {
-			pk.Proto, pk.ICMPType = policy.ProtoICMPv6, pick(rng, uint8(128), 128, 1, 2, 3, 129, 135, 136)
-		}
-	}
+	randomTransport(rng, &pk, uint16(30000+seq%30000), pick(rng, ports...), 4)
 	pk.State = policy.FirstState(&pk)
 	p.pk = pk
 	p.text = fmt.Sprintf("proto %d %s:%d -> %s:%d in %s flags=%#x icmp=%d state=%s", pk.Proto, pk.Src, pk.SrcPort, pk.Dst, pk.DstPort, p.in, pk.TCPFlags, pk.ICMPType, pk.State)
 	id := uint16(seq)
 	p.frameF = func(srcMAC, dstMAC net.HardwareAddr) []byte { return frame(srcMAC, dstMAC, pk, id) }
 	return p
+}
+
+// randomTransport gives pk a random protocol of its family: TCP, mostly a
+// SYN and one time in oddOneIn odd flags; UDP, sometimes a DHCP reply; or
+// an ICMP or ICMPv6 type.
+func randomTransport(rng *rand.Rand, pk *policy.Packet, sport, dport uint16, oddOneIn int) {
+	switch rng.IntN(6) {
+	case 0, 1:
+		pk.Proto, pk.SrcPort, pk.DstPort, pk.TCPFlags = policy.ProtoTCP, sport, dport, policy.TCPSyn
+		if rng.IntN(oddOneIn) == 0 {
+			pk.TCPFlags = pick(rng, uint8(0), policy.TCPSyn|policy.TCPFin, policy.TCPAck, policy.TCPFin, policy.TCPSyn|policy.TCPAck, policy.TCPRst, policy.TCPPsh|policy.TCPAck, policy.TCPSyn|policy.TCPRst, policy.TCPSyn|policy.TCPUrg)
+		}
+	case 2, 3:
+		pk.Proto, pk.SrcPort, pk.DstPort = policy.ProtoUDP, sport, dport
+		if rng.IntN(8) == 0 {
+			pk.SrcPort, pk.DstPort = 67, 68 // a DHCP reply
+		}
+	default:
+		if pk.Src.Is4() {
+			pk.Proto, pk.ICMPType = policy.ProtoICMP, pick(rng, uint8(8), 8, 3, 11, 0, 13)
+		} else {
+			pk.Proto, pk.ICMPType = policy.ProtoICMPv6, pick(rng, uint8(128), 128, 1, 2, 3, 129, 135, 136)
+		}
+	}
 }
 
 // frame builds an Ethernet frame carrying pk.
@@ -319,12 +325,8 @@ func TestDifferential(t *testing.T) {
 			if prog.ICMPLocal >= 0 {
 				icmpLocal = string(prog.Rules[prog.ICMPLocal].ID)
 			}
-			byID := map[string]policy.Rule{}
-			for _, r := range prog.Rules {
-				byID[string(r.ID)] = r
-			}
 			rng := rand.New(rand.NewPCG(uint64(len(dp.src)), 7))
-			mismatches, agreed := 0, map[policy.Kind]int{}
+			tally := newTally(prog, dp.src)
 			for range probes {
 				seq++
 				p := genProbe(rng, seq)
@@ -345,43 +347,55 @@ func TestDifferential(t *testing.T) {
 				background := func(id string) bool {
 					return id == established || id == icmpLocal || id == invalid
 				}
-				var moved []string
-				for deadline := time.Now().Add(60 * time.Millisecond); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-					got, err := conn.Counters(false)
-					if err != nil {
-						t.Fatal(err)
-					}
-					moved = moved[:0]
-					for id, n := range got {
-						if n > 0 && (id == wantID || !background(id)) {
-							moved = append(moved, id)
-						}
-					}
-					if len(moved) > 0 {
-						break
-					}
-				}
-				if len(moved) == 1 && moved[0] == wantID {
-					agreed[prog.Rules[want.Rule].Kind]++
-					continue
-				}
-				mismatches++
-				var names []string
-				for _, id := range moved {
-					names = append(names, fmt.Sprintf("%s %s", id, byID[id].Name))
-				}
-				r := prog.Rules[want.Rule]
-				t.Errorf("%s\n  evaluator: %s by %s %s (%s:%s)\n  kernel counters: %v", p.text, want.Verdict, r.ID, r.Name, prog.File, r.Pos, names)
-				if mismatches >= 10 {
-					t.Fatalf("stopping after %d mismatches\npolicy:\n%s", mismatches, dp.src)
-				}
+				tally.check(t, p.text, want, movedCounters(t, conn, wantID, background, 60*time.Millisecond))
 			}
-			kinds := []string{}
-			for k, n := range agreed {
-				kinds = append(kinds, fmt.Sprintf("%s:%d", k, n))
-			}
-			slices.Sort(kinds)
-			t.Logf("agreed on %d packets: %s", probes-mismatches, strings.Join(kinds, " "))
+			t.Logf("agreed on %d packets: %s", probes-tally.mismatches, tally)
 		})
 	}
+}
+
+// tally counts one policy's probes: agreements by rule kind, and each
+// disagreement reported with the packet, the policy line of the rule the
+// evaluator names and the counters the kernel moved.
+type tally struct {
+	prog       *policy.Program
+	src        []byte
+	agreed     map[policy.Kind]int
+	mismatches int
+}
+
+func newTally(prog *policy.Program, src []byte) *tally {
+	return &tally{prog: prog, src: src, agreed: map[policy.Kind]int{}}
+}
+
+// check compares the evaluator's decision with the counters that moved.
+// It stops the test after ten disagreements.
+func (ta *tally) check(t *testing.T, probe string, want policy.Decision, moved []string) bool {
+	t.Helper()
+	r := ta.prog.Rules[want.Rule]
+	if len(moved) == 1 && moved[0] == string(r.ID) {
+		ta.agreed[r.Kind]++
+		return true
+	}
+	ta.mismatches++
+	var names []string
+	for _, id := range moved {
+		other, _ := ta.prog.Rule(policy.RuleID(id))
+		names = append(names, fmt.Sprintf("%s %s", id, other.Name))
+	}
+	t.Errorf("%s\n  evaluator: %s by %s %s (%s:%s)\n  kernel counters: %v", probe, want.Verdict, r.ID, r.Name, ta.prog.File, r.Pos, names)
+	if ta.mismatches >= 10 {
+		t.Fatalf("stopping after %d mismatches\npolicy:\n%s", ta.mismatches, ta.src)
+	}
+	return false
+}
+
+// String lists the agreements by rule kind.
+func (ta *tally) String() string {
+	var kinds []string
+	for k, n := range ta.agreed {
+		kinds = append(kinds, fmt.Sprintf("%s:%d", k, n))
+	}
+	slices.Sort(kinds)
+	return strings.Join(kinds, " ")
 }

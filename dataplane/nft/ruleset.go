@@ -228,6 +228,9 @@ func Build(prog *policy.Program, opts policy.Options) (*Ruleset, error) {
 	for _, ifc := range prog.Interfaces {
 		for _, a := range b.addresses(ifc) {
 			boxAddrs = append(boxAddrs, netip.PrefixFrom(a.Addr(), a.Addr().BitLen()))
+			if ac, ok := policy.SubnetRouterAnycast(a); ok {
+				boxAddrs = append(boxAddrs, netip.PrefixFrom(ac, 128))
+			}
 		}
 	}
 	box4 := b.addSet("box4", true, "the box's own addresses", boxAddrs)
@@ -309,6 +312,8 @@ func Build(prog *policy.Program, opts policy.Options) (*Ruleset, error) {
 			b.add(c, -1, verdict(expr.VerdictReturn, ""), addrInSet(false, true, false, ll6), daddrType(t))
 		}
 		b.add(c, -1, verdict(expr.VerdictReturn, ""), addrInSet(false, true, false, ll6), addrInSet(false, false, false, ll6))
+		// fib calls the subnet-router anycast addresses anycast, not local.
+		b.add(c, -1, verdict(expr.VerdictReturn, ""), addrInSet(false, true, false, ll6), addrInSet(false, false, false, box6))
 		b.add(c, prog.LinkLocal, drop(), addrInSet(true, true, false, ll4))
 		b.add(c, prog.LinkLocal, drop(), addrInSet(false, true, false, ll6))
 		b.add(c, prog.LocalSource, drop(), addrInSet(true, true, false, box4))
@@ -331,13 +336,14 @@ func Build(prog *policy.Program, opts policy.Options) (*Ruleset, error) {
 	for i, pf := range prog.PortForwards {
 		ri := prog.PortForwardRules[i]
 		for _, ii := range prog.Zones[prog.Rules[ri].Zone].Interfaces {
-			box := box6
+			box, ll := box6, ll6
 			if pf.To.Addr().Is4() {
-				box = box4
+				box, ll = box4, ll4
 			}
 			// The box's own addresses, as the evaluator has them: not every
 			// local address (fib daddr type local would take 127.0.0.1 too).
-			b.add(dstnat, -1, dnat(pf.To), iifname(prog.Interfaces[ii].Device), addrInSet(pf.To.Addr().Is4(), false, false, box), portRange(pf.Port.Proto, pf.Port.Lo, pf.Port.Hi, true))
+			// Nor a link-local source, which is never forwarded.
+			b.add(dstnat, -1, dnat(pf.To), iifname(prog.Interfaces[ii].Device), addrInSet(pf.To.Addr().Is4(), false, false, box), addrInSet(pf.To.Addr().Is4(), true, true, ll), portRange(pf.Port.Proto, pf.Port.Lo, pf.Port.Hi, true))
 		}
 	}
 

@@ -3,6 +3,7 @@ package policy
 import (
 	"math/bits"
 	"net/netip"
+	"slices"
 
 	"github.com/gaissmai/bart"
 )
@@ -117,7 +118,7 @@ type Evaluator struct {
 	boxAddrs  *bart.Lite        // the box's own unicast addresses
 	local     *bart.Lite        // the box's own addresses and broadcast addresses
 	routes    *bart.Table[int]  // connected prefixes -> interface index
-	dflt      int               // interface of the default route, or -1
+	dflt      [2]int            // interface of the default route, by family (IPv4, IPv6), or -1
 	special   *bart.Table[bool] // special-purpose prefixes -> is a bogon source
 	zones     []zoneEval
 	pfs       []pfEval
@@ -164,7 +165,7 @@ func NewEvaluator(prog *Program, opts Options) *Evaluator {
 		local:    new(bart.Lite),
 		boxAddrs: new(bart.Lite),
 		routes:   new(bart.Table[int]),
-		dflt:     -1,
+		dflt:     [2]int{-1, -1},
 		special:  new(bart.Table[bool]),
 	}
 	for _, sp := range SpecialPurposeRegistry() {
@@ -175,8 +176,12 @@ func NewEvaluator(prog *Program, opts Options) *Evaluator {
 		e.ifaceZone = append(e.ifaceZone, ifc.Zone)
 		e.ifaceDHCP = append(e.ifaceDHCP, ifc.DHCP)
 		ifaceAddrs[i] = append(append([]netip.Prefix(nil), ifc.Addresses...), opts.Addresses[ifc.Name]...)
-		if ifc.Uplink() {
-			e.dflt = i
+		// A default route of a family comes from a gateway of that family,
+		// or with DHCP (IPv4 by the lease, IPv6 by router advertisements).
+		for f, is4 := range []bool{true, false} {
+			if ifc.DHCP || slices.ContainsFunc(ifc.Gateways, func(g netip.Addr) bool { return g.Is4() == is4 }) {
+				e.dflt[f] = i
+			}
 		}
 		for _, a := range ifaceAddrs[i] {
 			e.local.Insert(netip.PrefixFrom(a.Addr(), a.Addr().BitLen()))
@@ -184,6 +189,10 @@ func NewEvaluator(prog *Program, opts Options) *Evaluator {
 			e.routes.Insert(a.Masked(), i)
 			if a.Addr().Is4() && a.Bits() < 31 {
 				e.local.Insert(netip.PrefixFrom(lastAddr(a.Masked()), 32))
+			}
+			if ac, ok := SubnetRouterAnycast(a); ok {
+				e.local.Insert(netip.PrefixFrom(ac, 128))
+				e.boxAddrs.Insert(netip.PrefixFrom(ac, 128))
 			}
 		}
 	}
@@ -344,7 +353,8 @@ func (e *Evaluator) Evaluate(pk *Packet) Decision {
 
 	// 4. Port forwards: to one of the box's own (unicast) addresses, from
 	// their zone.
-	if (pk.Proto == ProtoTCP || pk.Proto == ProtoUDP) && len(e.pfs) > 0 && e.boxAddrs.Contains(dst) {
+	// A link-local source is not forwarded, so it never reaches one.
+	if (pk.Proto == ProtoTCP || pk.Proto == ProtoUDP) && len(e.pfs) > 0 && !onLink && e.boxAddrs.Contains(dst) {
 		for i := range e.pfs {
 			pf := &e.pfs[i]
 			if pf.zone == zi && pf.proto == pk.Proto && pf.is4 == dst.Is4() && pk.DstPort >= pf.lo && pk.DstPort <= pf.hi {
@@ -421,10 +431,27 @@ func (e *Evaluator) route(dst netip.Addr) (int, bool) {
 	if i, ok := e.routes.Lookup(dst); ok {
 		return i, true
 	}
-	return e.dflt, e.dflt >= 0
+	f := 0
+	if dst.Is6() {
+		f = 1
+	}
+	return e.dflt[f], e.dflt[f] >= 0
+}
+
+// SubnetRouterAnycast returns the subnet-router anycast address (RFC 4291
+// 2.6.1) of an IPv6 interface prefix: Linux, forwarding, takes it as the
+// box's own on every prefix shorter than /127.
+func SubnetRouterAnycast(p netip.Prefix) (netip.Addr, bool) {
+	if !p.Addr().Is6() || p.Bits() >= 127 || p.Addr().IsLinkLocalUnicast() {
+		return netip.Addr{}, false
+	}
+	return p.Masked().Addr(), true
 }
 
 func (e *Evaluator) reversePathOK(src netip.Addr, in int, mode ReversePath) bool {
+	if src.IsLoopback() {
+		return false // routed to the box itself, out of no interface
+	}
 	out, ok := e.route(src)
 	if !ok {
 		return false

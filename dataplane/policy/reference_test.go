@@ -27,7 +27,12 @@ func (l *linearEvaluator) route(a netip.Addr) (int, bool) {
 	best, bestBits := -1, -1
 	dflt := -1
 	for i, ifc := range l.prog.Interfaces {
-		if ifc.Uplink() {
+		for _, g := range ifc.Gateways {
+			if g.Is4() == a.Is4() {
+				dflt = i
+			}
+		}
+		if ifc.DHCP {
 			dflt = i
 		}
 		for _, p := range l.addrs(i) {
@@ -48,7 +53,7 @@ func (l *linearEvaluator) isLocal(a netip.Addr) bool {
 	}
 	for i := range l.prog.Interfaces {
 		for _, p := range l.addrs(i) {
-			if p.Addr() == a {
+			if p.Addr() == a || l.anycast(p, a) {
 				return true
 			}
 			if a.Is4() && p.Bits() < 31 && p.Masked().Contains(a) && lastAddr(p.Masked()) == a {
@@ -57,6 +62,12 @@ func (l *linearEvaluator) isLocal(a netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// anycast reports whether a is the subnet-router anycast address of
+// interface prefix p.
+func (l *linearEvaluator) anycast(p netip.Prefix, a netip.Addr) bool {
+	return p.Addr().Is6() && !p.Addr().IsLinkLocalUnicast() && p.Bits() < 127 && p.Masked().Addr() == a
 }
 
 func (l *linearEvaluator) bogon(zone int, a netip.Addr) bool {
@@ -119,7 +130,7 @@ func (l *linearEvaluator) Evaluate(pk *Packet) Decision {
 	if !srcLink {
 		for i := range p.Interfaces {
 			for _, a := range l.addrs(i) {
-				if a.Addr() == src {
+				if a.Addr() == src || l.anycast(a, src) {
 					return dec(p.LocalSource)
 				}
 			}
@@ -129,7 +140,7 @@ func (l *linearEvaluator) Evaluate(pk *Packet) Decision {
 		}
 		if z.ReversePath >= 0 {
 			out, ok := l.route(src)
-			if !ok || (p.Rules[z.ReversePath].ReversePath == RPFStrict && out != pk.In) {
+			if !ok || src.IsLoopback() || (p.Rules[z.ReversePath].ReversePath == RPFStrict && out != pk.In) {
 				return dec(z.ReversePath)
 			}
 		}
@@ -162,10 +173,10 @@ func (l *linearEvaluator) Evaluate(pk *Packet) Decision {
 	boxAddr := false
 	for i := range p.Interfaces {
 		for _, a := range l.addrs(i) {
-			boxAddr = boxAddr || a.Addr() == dst
+			boxAddr = boxAddr || a.Addr() == dst || l.anycast(a, dst)
 		}
 	}
-	if boxAddr {
+	if boxAddr && !srcLink {
 		for i, pf := range p.PortForwards {
 			ri := p.PortForwardRules[i]
 			if p.Rules[ri].Zone == zi && pf.Port.Proto == pk.Proto && pf.To.Addr().Is4() == dst.Is4() && pk.DstPort >= pf.Port.Lo && pk.DstPort <= pf.Port.Hi {
