@@ -81,6 +81,16 @@ func loadProgram(cmd, file string, stdin io.Reader, stderr io.Writer) (*policy.P
 // compileSource validates and compiles a policy already read, printing its
 // problems on stderr.
 func compileSource(name string, src []byte, stderr io.Writer) (*policy.Program, bool) {
+	pol, ok := parseSource(name, src, stderr)
+	if !ok {
+		return nil, false
+	}
+	return compilePolicy(name, pol, stderr)
+}
+
+// parseSource parses and validates a policy, printing its problems on
+// stderr.
+func parseSource(name string, src []byte, stderr io.Writer) (*policy.Policy, bool) {
 	pol, diags := policy.Parse(name, src)
 	if diags.Err() != nil {
 		for _, d := range diags {
@@ -88,6 +98,11 @@ func compileSource(name string, src []byte, stderr io.Writer) (*policy.Program, 
 		}
 		return nil, false
 	}
+	return pol, true
+}
+
+// compilePolicy compiles a parsed policy, printing why it cannot on stderr.
+func compilePolicy(name string, pol *policy.Policy, stderr io.Writer) (*policy.Program, bool) {
 	prog, err := policy.Compile(pol)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)

@@ -44,9 +44,30 @@ default policy; "-" reads stdin. Needs CAP_NET_ADMIN.`, stderr)
 	if code, done := parseFlags(fs, args); done {
 		return code
 	}
-	prog, rs, code := loadRuleset("apply", fs.Args(), stdin, stderr)
-	if rs == nil {
-		return code
+	if fs.NArg() > 1 {
+		fmt.Fprintln(stderr, "sluice apply: want at most one FILE")
+		return 2
+	}
+	name, src, err := readPolicy(fs.Arg(0), stdin)
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice apply: %v\n", err)
+		return 1
+	}
+	pol, ok := parseSource(name, src, stderr)
+	if !ok {
+		return 1
+	}
+	// The parser's garbage is behind; what is built from here on stays
+	// live until the ruleset is in the kernel.
+	nft.OneShotGC()
+	prog, ok := compilePolicy(name, pol, stderr)
+	if !ok {
+		return 1
+	}
+	rs, err := nft.Build(prog, policy.Options{})
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice apply: %v\n", err)
+		return 1
 	}
 	// Addresses a DHCP uplink holds now are the box's own.
 	opts := netconf.Learned(prog)

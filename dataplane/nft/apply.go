@@ -122,7 +122,7 @@ func (conn *Conn) send(rs *Ruleset) error {
 func (rs *Ruleset) transaction() (*transaction, error) {
 	size := 0
 	for _, s := range rs.sets {
-		size += s.wireSize()
+		size += s.wireSize(s.hosts())
 	}
 	tx := newTransaction(size)
 	t := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}

@@ -33,7 +33,16 @@ func applyChild(v string) error {
 	if err != nil {
 		return fmt.Errorf("SLUICE_APPLY_CHILD=%q: %w", v, err)
 	}
-	prog, err := bigAllowlistProgram(n)
+	// From the policy as sluice apply has it after parsing, the same steps.
+	// The collector is set as sluice apply sets it once it has parsed; it
+	// is set first here so that building the stand-in for the parsed
+	// policy, which is not sluice's work, costs as little as it can.
+	OneShotGC()
+	pol, err := bigAllowlistPolicy(n)
+	if err != nil {
+		return err
+	}
+	prog, err := policy.Compile(pol)
 	if err != nil {
 		return err
 	}

@@ -201,6 +201,16 @@ func bigAllowlist(t testing.TB, n int) *policy.Program {
 }
 
 func bigAllowlistProgram(n int) (*policy.Program, error) {
+	pol, err := bigAllowlistPolicy(n)
+	if err != nil {
+		return nil, err
+	}
+	return policy.Compile(pol)
+}
+
+// bigAllowlistPolicy is the built-in policy with lan's egress allowlist
+// holding n IPv4 host addresses, as the parser would return it.
+func bigAllowlistPolicy(n int) (*policy.Policy, error) {
 	pol, diags := policy.Parse(policy.DefaultFile, policy.Default())
 	if err := diags.Err(); err != nil {
 		return nil, err
@@ -211,7 +221,7 @@ func bigAllowlistProgram(n int) (*policy.Program, error) {
 		a = a.Next().Next()
 	}
 	pol.Zones[1].Egress = policy.Egress{DefaultAllow: false, Allow: []policy.AllowEntry{entry}}
-	return policy.Compile(pol)
+	return pol, nil
 }
 
 // Locate finds the rule the kernel refuses, in a scratch namespace.

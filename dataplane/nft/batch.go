@@ -235,15 +235,18 @@ func (tx *transaction) setElements(s *set) {
 // wireSize estimates the bytes s's elements take in a batch: per element
 // a nested attribute, a nested key and its value, and an interval end
 // for each range of an interval set.
-func (s *set) wireSize() int {
+func (s *set) wireSize(hosts bool) int {
 	key := 16
 	if s.v4 {
 		key = 4
 	}
-	if s.concat != nil {
+	switch {
+	case s.concat != nil:
 		return len(s.concat) * (2*(12+key+8) + 4)
+	case hosts:
+		return len(s.ranges) * (12 + key)
 	}
-	return len(s.ranges) * (12 + key) * 2
+	return len(s.ranges) * (12 + key + 8) * 2
 }
 
 // appendAddr appends a's bytes: 4 for IPv4, 16 for IPv6.

@@ -2,6 +2,7 @@ package nft
 
 import (
 	"fmt"
+	"iter"
 	"net/netip"
 	"slices"
 
@@ -102,9 +103,16 @@ type builder struct {
 }
 
 func (b *builder) addSet(name string, v4 bool, comment string, prefixes []netip.Prefix) *set {
+	return b.addRanges(name, v4, comment, len(prefixes), slices.Values(prefixes))
+}
+
+// addRanges is addSet for prefixes that come one by one, at most about
+// hint of them: an allowlist's million destinations are not copied into a
+// list of prefixes first.
+func (b *builder) addRanges(name string, v4 bool, comment string, hint int, prefixes iter.Seq[netip.Prefix]) *set {
 	b.nextID++
-	s := &set{name: name, id: b.nextID, v4: v4, comment: comment, ranges: make([]addrRange, 0, len(prefixes))}
-	for _, p := range prefixes {
+	s := &set{name: name, id: b.nextID, v4: v4, comment: comment, ranges: make([]addrRange, 0, hint)}
+	for p := range prefixes {
 		if p.Addr().Is4() == v4 {
 			s.ranges = append(s.ranges, prefixRange(p))
 		}
@@ -118,9 +126,9 @@ func (b *builder) addSet(name string, v4 bool, comment string, prefixes []netip.
 // every port range, or returns nil when the entry has no address of that
 // family. Addresses and port ranges are merged first, so no two elements
 // overlap.
-func (b *builder) addConcatSet(name string, v4 bool, comment string, prefixes []netip.Prefix, ports []policy.PortRange) *set {
+func (b *builder) addConcatSet(name string, v4 bool, comment string, prefixes iter.Seq[netip.Prefix], ports []policy.PortRange) *set {
 	var addrs []addrRange
-	for _, p := range prefixes {
+	for p := range prefixes {
 		if p.Addr().Is4() == v4 {
 			addrs = append(addrs, prefixRange(p))
 		}
@@ -433,20 +441,30 @@ func Build(prog *policy.Program, opts policy.Options) (*Ruleset, error) {
 // each family, crossed with each port range.
 func (b *builder) egressEntry(c *chain, ri int) {
 	r := b.prog.Rules[ri]
-	prefixes := make([]netip.Prefix, 0, len(r.To))
-	hasNames := false
+	hasNames, has4, has6 := false, false, false
 	for _, d := range r.To {
-		if d.Name == "" {
-			prefixes = append(prefixes, d.Prefix)
-		} else {
+		switch {
+		case d.Name != "":
 			hasNames = true
+		case d.Prefix.Addr().Is4():
+			has4 = true
+		default:
+			has6 = true
+		}
+	}
+	has := map[bool]bool{true: has4, false: has6}
+	prefixes := func(yield func(netip.Prefix) bool) {
+		for _, d := range r.To {
+			if d.Name == "" && !yield(d.Prefix) {
+				return
+			}
 		}
 	}
 	type dst struct {
 		p      piece
 		family uint8 // 4, 6, or 0 for any destination
 	}
-	if !hasNames && len(prefixes) > 0 && len(r.Ports) > 0 && !slices.ContainsFunc(r.Ports, func(p policy.PortRange) bool {
+	if !hasNames && (has4 || has6) && len(r.Ports) > 0 && !slices.ContainsFunc(r.Ports, func(p policy.PortRange) bool {
 		return p.Proto != policy.ProtoTCP && p.Proto != policy.ProtoUDP
 	}) {
 		// Addresses and TCP/UDP ports only: one address . protocol . port
@@ -466,8 +484,8 @@ func (b *builder) egressEntry(c *chain, ri int) {
 	}
 	for _, v4 := range []bool{true, false} {
 		fam := map[bool]string{true: "4", false: "6"}[v4]
-		if slices.ContainsFunc(prefixes, func(p netip.Prefix) bool { return p.Addr().Is4() == v4 }) {
-			s := b.addSet(string(r.ID)+"_to"+fam, v4, r.Name+" destinations", prefixes)
+		if has[v4] {
+			s := b.addRanges(string(r.ID)+"_to"+fam, v4, r.Name+" destinations", len(r.To), prefixes)
 			for _, shard := range b.shard(s) {
 				dsts = append(dsts, dst{addrInSet(v4, false, false, shard), familyOf(v4)})
 			}

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 )
@@ -119,9 +120,15 @@ func Compile(p *Policy) (*Program, error) {
 	for zi, z := range p.Zones {
 		cz := &c.prog.Zones[zi]
 		for _, a := range z.Egress.Allow {
-			cz.Egress = append(cz.Egress, c.add(Rule{Kind: KindEgressAllow, Zone: zi, Name: z.Name + " egress " + a.Name,
-				Verdict: Accept, Reason: ReasonEgressAllowed, Pos: a.Pos, Ports: slices.Clone(a.Ports), To: a.To[:len(a.To):len(a.To)]},
-				z.Name, a.Name, destinationsKey(a.To), sortedKey(a.Ports)))
+			r := Rule{Kind: KindEgressAllow, Zone: zi, Name: z.Name + " egress " + a.Name,
+				Verdict: Accept, Reason: ReasonEgressAllowed, Pos: a.Pos, Ports: slices.Clone(a.Ports), To: a.To[:len(a.To):len(a.To)]}
+			cz.Egress = append(cz.Egress, c.addHashed(r, func(w io.Writer) {
+				writeIntent(w, z.Name)
+				writeIntent(w, a.Name)
+				w.Write([]byte{0})
+				writeDestinationsKey(w, a.To)
+				writeIntent(w, sortedKey(a.Ports))
+			}))
 		}
 		r := Rule{Kind: KindEgressDefault, Zone: zi, Name: z.Name + " egress default deny", Reason: ReasonEgressDefaultDeny, Pos: z.Egress.Pos}
 		if z.Egress.DefaultAllow {
@@ -147,12 +154,24 @@ type compiler struct {
 // add appends r with an ID hashed from its kind and intent, and returns its
 // index.
 func (c *compiler) add(r Rule, intent ...string) int {
+	return c.addHashed(r, func(w io.Writer) {
+		for _, s := range intent {
+			writeIntent(w, s)
+		}
+	})
+}
+
+// writeIntent writes one part of a rule's intent, after a zero byte.
+func writeIntent(w io.Writer, s string) {
+	w.Write([]byte{0})
+	io.WriteString(w, s)
+}
+
+// addHashed is add with the intent written to the hash by intent.
+func (c *compiler) addHashed(r Rule, intent func(w io.Writer)) int {
 	h := sha256.New()
 	h.Write([]byte(r.Kind.String()))
-	for _, s := range intent {
-		h.Write([]byte{0})
-		h.Write([]byte(s))
-	}
+	intent(h)
 	r.ID = RuleID("r" + hex.EncodeToString(h.Sum(nil))[:10])
 	if other, dup := c.ids[r.ID]; dup && c.err == nil {
 		c.err = fmt.Errorf("compile: rules %q and %q hash to the same ID %s; rename one", other, r.Name, r.ID)
@@ -173,14 +192,16 @@ func sortedKey[T fmt.Stringer](items []T) string {
 	return strings.Join(s, ",")
 }
 
-// destinationsKey is sortedKey for destinations, whose lists run to
-// millions: the texts are written into one buffer and sorted by their
-// first 16 bytes as two integers, the rest compared only on a tie, which
-// gives the order of the texts themselves (no text holds a zero byte).
-func destinationsKey(ds []Destination) string {
+// writeDestinationsKey writes what sortedKey would make of destinations,
+// whose lists run to millions, without a string per destination or for
+// the whole: the texts go into one buffer and are sorted by their first 16
+// bytes as two integers, the rest compared only on a tie, which gives the
+// order of the texts themselves (no text holds a zero byte); the joined
+// key is written out in pieces.
+func writeDestinationsKey(w io.Writer, ds []Destination) {
 	type item struct {
 		hi, lo   uint64
-		off, end int
+		off, end uint32
 	}
 	text := make([]byte, 0, 20*len(ds))
 	items := make([]item, len(ds))
@@ -193,7 +214,7 @@ func destinationsKey(ds []Destination) string {
 		}
 		var head [16]byte
 		copy(head[:], text[off:])
-		items[i] = item{binary.BigEndian.Uint64(head[:8]), binary.BigEndian.Uint64(head[8:]), off, len(text)}
+		items[i] = item{binary.BigEndian.Uint64(head[:8]), binary.BigEndian.Uint64(head[8:]), uint32(off), uint32(len(text))}
 	}
 	slices.SortFunc(items, func(a, b item) int {
 		if a.hi != b.hi {
@@ -204,15 +225,18 @@ func destinationsKey(ds []Destination) string {
 		}
 		return bytes.Compare(text[a.off:a.end], text[b.off:b.end])
 	})
-	var key strings.Builder
-	key.Grow(len(text) + len(items))
+	buf := make([]byte, 0, 64<<10)
 	for i, it := range items {
-		if i > 0 {
-			key.WriteByte(',')
+		if len(buf) > cap(buf)-int(it.end-it.off)-1 {
+			w.Write(buf)
+			buf = buf[:0]
 		}
-		key.Write(text[it.off:it.end])
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, text[it.off:it.end]...)
 	}
-	return key.String()
+	w.Write(buf)
 }
 
 // String writes the range the way a policy does: tcp/443, udp/1000-2000,
