@@ -60,13 +60,7 @@ func BenchmarkTrackEstablished(b *testing.B) {
 	for _, n := range []int{10_000, 1_000_000} {
 		order := rand.New(rand.NewPCG(1, 2)).Perm(n)
 		b.Run(fmt.Sprintf("table/flows=%d", n), func(b *testing.B) {
-			clk := &benchClock{base: time.Unix(1e9, 0)}
-			t, err := New(Config{Max: n + n/4, Clock: clk.Now, Seed: 42})
-			if err != nil {
-				b.Fatal(err)
-			}
-			establish(b, t, n)
-			pkts := ring(order)
+			t, pkts := establishedTable(b, n, order)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -74,6 +68,24 @@ func BenchmarkTrackEstablished(b *testing.B) {
 				if r := t.Track(&pkts[k]); r.State != StateEstablished {
 					b.Fatalf("state %v %v", r.State, r.Reason)
 				}
+			}
+		})
+		b.Run(fmt.Sprintf("batch/flows=%d", n), func(b *testing.B) {
+			t, pkts := establishedTable(b, n, order)
+			out := make([]Result, benchBurst)
+			b.ReportAllocs()
+			b.ResetTimer()
+			// b.N counts packets, taken benchBurst at a time.
+			for i := 0; i < b.N; {
+				k := i % n
+				m := min(benchBurst, b.N-i, n-k)
+				t.TrackBatch(pkts[k:k+m], out[:m])
+				for _, r := range out[:m] {
+					if r.State != StateEstablished {
+						b.Fatalf("state %v %v", r.State, r.Reason)
+					}
+				}
+				i += m
 			}
 		})
 		b.Run(fmt.Sprintf("map-baseline/flows=%d", n), func(b *testing.B) {
@@ -102,6 +114,22 @@ func BenchmarkTrackEstablished(b *testing.B) {
 		})
 	}
 }
+
+// establishedTable returns a table holding n established flows, and one
+// packet of each, in the given order.
+func establishedTable(b *testing.B, n int, order []int) (*Table, []Packet) {
+	clk := &benchClock{base: time.Unix(1e9, 0)}
+	t, err := New(Config{Max: n + n/4, Clock: clk.Now, Seed: 42})
+	if err != nil {
+		b.Fatal(err)
+	}
+	establish(b, t, n)
+	return t, ring(order)
+}
+
+// benchBurst is the packets per TrackBatch call in benchmarks: a receive
+// burst of a NIC ring or recvmmsg.
+const benchBurst = 64
 
 // ring returns one prebuilt packet per flow, in the given random order, so
 // the timed loop measures Track (or the map) and not packet building.
