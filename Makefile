@@ -78,7 +78,7 @@ fuzz:
 bench: kernel
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./conntrack
 	$(GO) test -run '^$$' -bench Evaluate -benchmem -count 5 ./dataplane/policy
-	$(GO) test -run '^$$' -bench Apply -benchtime 2x ./dataplane/nft
+	$(GO) test -run '^$$' -bench Apply -benchtime 2x -count 3 ./dataplane/nft
 	$(GO) test -run '^$$' -bench Forward -benchtime 1x -count 3 ./dataplane/nft
 	$(GO) test -run '^$$' -bench Flows -benchmem -count 3 ./tui
 	$(GO) test -run '^$$' -bench Boot -benchtime 3x ./cmd/sluice
