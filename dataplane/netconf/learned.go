@@ -8,17 +8,15 @@ import (
 	"github.com/sluicefw/sluice/dataplane/policy"
 )
 
-// Learned returns the addresses the policy's DHCP interfaces hold now, in
-// this network namespace: a lease's IPv4 address and the IPv6 addresses the
-// uplink configured itself. They are the box's own addresses, and their
-// prefixes are their zone's own (exempt from the bogon check), as static
-// ones are. Interfaces without DHCP, or not present, contribute nothing.
+// Learned returns what the policy's interfaces hold now, in this network
+// namespace, that the policy does not say: on DHCP interfaces, a lease's
+// IPv4 address and the IPv6 addresses the uplink configured itself (the
+// box's own addresses, whose prefixes are their zone's own, exempt from
+// the bogon check, as static ones are); on every interface, its IPv6
+// link-local addresses. Interfaces not present contribute nothing.
 func Learned(prog *policy.Program) policy.Options {
-	opts := policy.Options{Addresses: map[string][]netip.Prefix{}}
+	opts := policy.Options{Addresses: map[string][]netip.Prefix{}, LinkLocal: map[string][]netip.Addr{}}
 	for _, ifc := range prog.Interfaces {
-		if !ifc.DHCP {
-			continue
-		}
 		dev, err := net.InterfaceByName(ifc.Device)
 		if err != nil {
 			continue // not there (yet): nothing learned
@@ -37,8 +35,12 @@ func Learned(prog *policy.Program) policy.Options {
 				continue
 			}
 			ip = ip.Unmap()
-			if !ip.IsGlobalUnicast() {
-				continue // link-local, loopback, multicast: not a lease
+			if ip.Is6() && ip.IsLinkLocalUnicast() {
+				opts.LinkLocal[ifc.Name] = append(opts.LinkLocal[ifc.Name], ip)
+				continue
+			}
+			if !ifc.DHCP || !ip.IsGlobalUnicast() {
+				continue // static, loopback, multicast: not a lease
 			}
 			bits, _ := ipn.Mask.Size()
 			pfx := netip.PrefixFrom(ip, bits)

@@ -706,3 +706,31 @@ func TestLinks(t *testing.T) {
 		}
 	}
 }
+
+// TestLearned reads back what the policy does not say: the lease on the
+// DHCP interface (not its static address) and every interface's IPv6
+// link-local addresses.
+func TestLearned(t *testing.T) {
+	const wan, lan = "sluicewan0", "sluicelan0"
+	ns := newNetNS(t)
+	ns.Run(t, "ip", "link", "add", wan, "type", "veth", "peer", "name", lan)
+	prog := compile(t, fmt.Sprintf(dhcpPolicy, wan, lan))
+	if _, err := applyIn(t, ns, prog); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	ns.Run(t, "ip", "address", "add", "100.64.7.9/24", "dev", wan)
+	ns.Run(t, "ip", "address", "add", "fe80::99/64", "dev", lan, "nodad")
+	var got policy.Options
+	if err := inNetNS(ns.Path(), func() { got = Learned(prog) }); err != nil {
+		t.Fatal(err)
+	}
+	if want := []netip.Prefix{pfx("100.64.7.9/24")}; !slices.Equal(got.Addresses["wan"], want) {
+		t.Errorf("learned addresses of wan %v, want %v (the lease, not the static address)", got.Addresses["wan"], want)
+	}
+	if len(got.Addresses["lan"]) != 0 {
+		t.Errorf("learned addresses of lan %v, want none: it has no DHCP", got.Addresses["lan"])
+	}
+	if !slices.Contains(got.LinkLocal["lan"], netip.MustParseAddr("fe80::99")) {
+		t.Errorf("learned link-local addresses of lan %v, want fe80::99 among them", got.LinkLocal["lan"])
+	}
+}

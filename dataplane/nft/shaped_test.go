@@ -469,12 +469,11 @@ func (s *probeSpace) destination(rng *rand.Rand, in int, src netip.Addr) (netip.
 		case 8:
 			pool = s.internet
 		default:
-			// The box's own link-local address only: Linux forwards other
-			// link-local destinations (out the link they came in by), and
-			// the ruleset drops them as link-local, while the evaluator,
-			// which cannot know the box's link-local addresses, takes every
-			// one for the box.
-			pool = addrs("169.254.1.1")
+			// The box's own link-local address and another host's: Linux
+			// sends the other back out the link it came in by, and the
+			// ruleset drops it as link-local; the evaluator knows which is
+			// the box's from Options.LinkLocal.
+			pool = addrs("169.254.1.1", "fe80::9")
 			if ll := s.ownLL[in]; ll.IsValid() {
 				pool = append(pool, ll)
 			}
@@ -775,11 +774,14 @@ func TestDifferentialShaped(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := newShapedRouter(t, prog, dp.opts, rs)
-			ev := policy.NewEvaluator(prog, dp.opts)
 			space := newProbeSpace(prog, dp.opts)
-			for _, mac := range r.mac {
+			opts := dp.opts
+			opts.LinkLocal = map[string][]netip.Addr{}
+			for i, mac := range r.mac {
 				space.ownLL = append(space.ownLL, linkLocalOf(mac))
+				opts.LinkLocal[prog.Interfaces[i].Name] = []netip.Addr{linkLocalOf(mac)}
 			}
+			ev := policy.NewEvaluator(prog, opts)
 			// Counters that replies and neighbour discovery can move count
 			// only when the evaluator names them (see TestDifferential).
 			established, invalid := string(prog.Rules[prog.Established].ID), string(prog.Rules[prog.Invalid].ID)

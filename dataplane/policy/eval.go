@@ -107,6 +107,12 @@ type Options struct {
 	// Resolved gives the addresses a DNS name resolved to; egress entries
 	// whose names match it allow them.
 	Resolved map[string][]netip.Addr
+	// LinkLocal gives the box's IPv6 link-local addresses, by interface
+	// name. A link-local destination is the box's only on the interface
+	// that holds it; Linux sends others back out the link they came in by.
+	// For an interface not listed, every link-local destination is taken as
+	// the box's (a policy does not say them).
+	LinkLocal map[string][]netip.Addr
 }
 
 // Evaluator decides packets against a Program. It is immutable once built and
@@ -115,6 +121,7 @@ type Evaluator struct {
 	prog      *Program
 	ifaceZone []int
 	ifaceDHCP []bool
+	ifaceLL   [][]netip.Addr    // the box's link-local addresses by interface; nil: not known
 	boxAddrs  *bart.Lite        // the box's own unicast addresses
 	local     *bart.Lite        // the box's own addresses and broadcast addresses
 	routes    *bart.Table[int]  // connected prefixes -> interface index
@@ -175,6 +182,11 @@ func NewEvaluator(prog *Program, opts Options) *Evaluator {
 	for i, ifc := range prog.Interfaces {
 		e.ifaceZone = append(e.ifaceZone, ifc.Zone)
 		e.ifaceDHCP = append(e.ifaceDHCP, ifc.DHCP)
+		ll, known := opts.LinkLocal[ifc.Name]
+		if known && ll == nil {
+			ll = []netip.Addr{} // known to have none
+		}
+		e.ifaceLL = append(e.ifaceLL, ll)
 		ifaceAddrs[i] = append(append([]netip.Prefix(nil), ifc.Addresses...), opts.Addresses[ifc.Name]...)
 		// A default route of a family comes from a gateway of that family,
 		// or with DHCP (IPv4 by the lease, IPv6 by router advertisements).
@@ -302,9 +314,10 @@ func (e *Evaluator) Evaluate(pk *Packet) Decision {
 	ze := &e.zones[zi]
 	src, dst := pk.Src, pk.Dst
 	onLink := linkScoped(src)
-	// Every interface has an IPv6 link-local address, and an IPv6
-	// link-local destination can only be the box.
-	toBox := e.local.Contains(dst) || dst.Is6() && dst.IsLinkLocalUnicast()
+	// Every interface has an IPv6 link-local address: a link-local
+	// destination is the box's when it is the incoming interface's, or
+	// when the interface's are not known.
+	toBox := e.local.Contains(dst) || dst.Is6() && dst.IsLinkLocalUnicast() && e.ownLinkLocal(pk.In, dst)
 
 	// 0. DHCP replies to the box's own DHCP client, before anti-spoof: the
 	// server's address may be private, and before the lease the box has no
@@ -446,6 +459,13 @@ func SubnetRouterAnycast(p netip.Prefix) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	return p.Masked().Addr(), true
+}
+
+// ownLinkLocal reports whether link-local address a is the box's on
+// interface in, taking it as the box's when that is not known.
+func (e *Evaluator) ownLinkLocal(in int, a netip.Addr) bool {
+	ll := e.ifaceLL[in]
+	return ll == nil || slices.Contains(ll, a.WithZone(""))
 }
 
 func (e *Evaluator) reversePathOK(src netip.Addr, in int, mode ReversePath) bool {

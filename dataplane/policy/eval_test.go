@@ -264,3 +264,29 @@ func TestEvaluateNoAllocs(t *testing.T) {
 		t.Errorf("Evaluate allocates %.1f times per run, want 0", allocs)
 	}
 }
+
+// With the box's link-local addresses known, a link-local destination is
+// the box's only on the interface that holds it: another is sent back out
+// the link by Linux, and dropped as link-local.
+func TestEvaluateKnownLinkLocal(t *testing.T) {
+	prog := compileFile(t, "testdata/every-rule.yaml")
+	ev := NewEvaluator(prog, Options{LinkLocal: map[string][]netip.Addr{"lan": {netip.MustParseAddr("fe80::1")}}})
+	for _, tc := range []struct {
+		packet string
+		kind   Kind
+	}{
+		{"tcp [fe80::5]:40000 -> [fe80::1]:22 in lan", KindService},
+		{"tcp [fe80::5]:40000 -> [fe80::9]:22 in lan", KindLinkLocal},
+		{"tcp [fd00:53:1::5]:40000 -> [fe80::9]:22 in lan", KindLinkLocal},
+		{"tcp [fe80::5]:40000 -> [fe80::9]:22 in wan", KindInbound}, // wan's are not known: taken as the box's
+	} {
+		pk, err := prog.ParsePacket(tc.packet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := ev.Evaluate(&pk)
+		if got.Rule < 0 || prog.Rules[got.Rule].Kind != tc.kind {
+			t.Errorf("Evaluate(%s) = %+v, want a %s rule", tc.packet, got, tc.kind)
+		}
+	}
+}

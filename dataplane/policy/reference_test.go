@@ -64,6 +64,21 @@ func (l *linearEvaluator) isLocal(a netip.Addr) bool {
 	return false
 }
 
+// ownLinkLocal reports whether link-local a is the box's on interface in:
+// one of its listed addresses, or any when none are listed.
+func (l *linearEvaluator) ownLinkLocal(in int, a netip.Addr) bool {
+	ll, known := l.opts.LinkLocal[l.prog.Interfaces[in].Name]
+	if !known {
+		return true
+	}
+	for _, x := range ll {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
 // anycast reports whether a is the subnet-router anycast address of
 // interface prefix p.
 func (l *linearEvaluator) anycast(p netip.Prefix, a netip.Addr) bool {
@@ -120,7 +135,7 @@ func (l *linearEvaluator) Evaluate(pk *Packet) Decision {
 	z := p.Zones[zi]
 	src, dst := pk.Src, pk.Dst
 	srcLink := src.IsUnspecified() || src.IsLinkLocalUnicast()
-	local := l.isLocal(dst) || dst.Is6() && dst.IsLinkLocalUnicast()
+	local := l.isLocal(dst) || dst.Is6() && dst.IsLinkLocalUnicast() && l.ownLinkLocal(pk.In, dst)
 	if local && p.DHCPClient >= 0 && p.Interfaces[pk.In].DHCP && pk.Proto == ProtoUDP && pk.SrcPort == 67 && pk.DstPort == 68 {
 		return dec(p.DHCPClient)
 	}
@@ -305,7 +320,7 @@ func newPacketGen(prog *Program, opts Options, seed uint64) *packetGen {
 		b[0] = 0x20 | b[0]&0x1f // mostly global unicast
 		g.addrs = append(g.addrs, netip.AddrFrom16(b))
 	}
-	g.addrs = append(g.addrs, netip.MustParseAddr("fe80::1"), netip.MustParseAddr("::"), netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("ff02::1"), netip.MustParseAddr("255.255.255.255"))
+	g.addrs = append(g.addrs, netip.MustParseAddr("fe80::1"), netip.MustParseAddr("fe80::2"), netip.MustParseAddr("::"), netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("ff02::1"), netip.MustParseAddr("255.255.255.255"))
 	g.ports = append(g.ports, 1, 22, 53, 443, 65535)
 	return g
 }
@@ -373,6 +388,9 @@ func TestEvaluatorMatchesReference(t *testing.T) {
 			"pool.ntp.org":      {netip.MustParseAddr("162.159.200.1")},
 			"deb.debian.org":    {netip.MustParseAddr("151.101.2.132")},
 		},
+		// lan's link-local address is known (fe80::2 is another host's);
+		// the other interfaces' are not.
+		LinkLocal: map[string][]netip.Addr{"lan": {netip.MustParseAddr("fe80::1")}},
 	}
 	files := []string{"../../examples/home.yaml", "../../examples/office.yaml", "testdata/every-rule.yaml"}
 	for _, file := range files {
