@@ -189,21 +189,34 @@ func (r *Router) alert(msg string) {
 }
 
 // audit writes one entry to the audit log; a failure to write it becomes
-// an alert (the change itself stands).
+// an alert (the change itself stands). Caller holds r.mu.
 func (r *Router) audit(who, action, detail string) {
-	err := r.cfg.Store.Audit(state.Entry{Time: r.cfg.Now(), Who: who, Action: action, Detail: detail})
-	r.cfg.Logger.Printf("audit: %s %s: %s", who, action, detail)
-	if err != nil {
-		r.alert(fmt.Sprintf("audit log: %v", err))
+	if err := r.writeAudit(who, action, detail); err != nil {
+		r.alert(err.Error())
 	}
 }
 
-// Audit records an event from outside the router, such as a failed SSH
-// login.
+// writeAudit writes one entry to the audit log and the logger. It needs no
+// lock of the router's: the store orders its lines itself.
+func (r *Router) writeAudit(who, action, detail string) error {
+	err := r.cfg.Store.Audit(state.Entry{Time: r.cfg.Now(), Who: who, Action: action, Detail: detail})
+	r.cfg.Logger.Printf("audit: %s %s: %s", who, action, detail)
+	if err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	return nil
+}
+
+// AuditEvent records an event from outside the router, such as a failed
+// SSH login. The router's lock is taken only to raise an alert when the
+// line cannot be written: logins do not wait behind a commit, nor behind
+// each other's sync to disk.
 func (r *Router) AuditEvent(who, action, detail string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.audit(who, action, detail)
+	if err := r.writeAudit(who, action, detail); err != nil {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.alert(err.Error())
+	}
 }
 
 // Run applies the policy in force and keeps it in force until ctx ends:

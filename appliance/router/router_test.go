@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -500,5 +501,27 @@ func TestCommands(t *testing.T) {
 	var out2, errb bytes.Buffer
 	if code := f.r.Command(context.Background(), viewer, []string{"policy", "commit"}, strings.NewReader(noSSH), &out2, &errb); code != 1 || !strings.Contains(errb.String(), "read-only") {
 		t.Errorf("viewer commit = %d %q", code, errb.String())
+	}
+}
+
+// An event from outside (a failed SSH login) is written while the router's
+// lock is held elsewhere, as during a commit: logins do not wait for it.
+func TestAuditEventDoesNotWaitForTheRouter(t *testing.T) {
+	f := newFixture(t)
+	f.r.mu.Lock()
+	done := make(chan struct{})
+	go func() {
+		f.r.AuditEvent("192.0.2.7", "ssh login refused", "unknown key")
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		f.r.mu.Unlock()
+		t.Fatal("AuditEvent waited for the router's lock")
+	}
+	f.r.mu.Unlock()
+	if got := actions(t, f.r); !slices.Contains(got, "192.0.2.7 ssh login refused") {
+		t.Errorf("audit log %v, want the refused login in it", got)
 	}
 }
