@@ -93,7 +93,9 @@ type Config struct {
 	// Max is the most entries the table holds (Linux nf_conntrack_max).
 	Max int
 	// Clock returns the time of the packet being tracked; nil means time.Now.
-	// Replay passes the capture's timestamps, tests a fake clock.
+	// Replay passes the capture's timestamps, tests a fake clock. Track
+	// reads it once per packet, TrackBatch once per call: a replay batches
+	// only packets of one timestamp.
 	Clock func() time.Time
 	// Seed keys the hash so that remote hosts cannot aim flows at one bucket.
 	// Pass a random value in production, a fixed one in tests.

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"errors"
 	"fmt"
 	"log"
 	"net"
@@ -67,6 +68,14 @@ func (k *Kernel) apply(prog *policy.Program, opts policy.Options) error {
 		return err
 	}
 	if err := nft.Apply(k.nft, rs); err != nil {
+		if k.rs != nil && (errors.Is(err, nft.ErrShortSet) || errors.Is(err, nft.ErrUnverified)) {
+			// The new table is in force but did not read back whole: the
+			// previous one goes back, so that what the router says is in
+			// force is.
+			if rerr := nft.Apply(k.nft, k.rs); rerr != nil {
+				return fmt.Errorf("%w; putting the previous ruleset back: %v", err, rerr)
+			}
+		}
 		return err
 	}
 	k.rs, k.opts = rs, opts

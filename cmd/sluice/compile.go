@@ -57,26 +57,19 @@ default policy; "-" reads stdin. Needs CAP_NET_ADMIN.`, stderr)
 	if !ok {
 		return 1
 	}
-	// The parser's garbage is behind; what is built from here on stays
-	// live until the ruleset is in the kernel.
-	nft.OneShotGC()
+	// What is built from here on stays live until the ruleset is in the
+	// kernel: no collections on the way.
+	restoreGC := nft.OneShotGC()
 	prog, ok := compilePolicy(name, pol, stderr)
 	if !ok {
 		return 1
 	}
-	rs, err := nft.Build(prog, policy.Options{})
+	// Addresses a DHCP uplink holds now are the box's own.
+	opts := netconf.Learned(prog)
+	rs, err := nft.Build(prog, opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "sluice apply: %v\n", err)
 		return 1
-	}
-	// Addresses a DHCP uplink holds now are the box's own.
-	opts := netconf.Learned(prog)
-	if len(opts.Addresses) > 0 {
-		var err error
-		if rs, err = nft.Build(prog, opts); err != nil {
-			fmt.Fprintf(stderr, "sluice apply: %v\n", err)
-			return 1
-		}
 	}
 	conn, err := nft.Dial(-1, *timeout)
 	if err != nil {
@@ -84,9 +77,11 @@ default policy; "-" reads stdin. Needs CAP_NET_ADMIN.`, stderr)
 		return 1
 	}
 	start := time.Now()
-	if err := nft.Apply(conn, rs); errors.Is(err, nft.ErrShortSet) {
-		// Sent and committed, but the kernel holds less than was sent.
-		fmt.Fprintf(stderr, "sluice apply: %s: %v; the new ruleset is in force but incomplete: apply again\n", prog.File, err)
+	err = nft.Apply(conn, rs)
+	restoreGC()
+	if errors.Is(err, nft.ErrShortSet) || errors.Is(err, nft.ErrUnverified) {
+		// Sent and committed, but not read back as sent.
+		fmt.Fprintf(stderr, "sluice apply: %s: %v; the new ruleset is in force but may be incomplete: apply again\n", prog.File, err)
 		return 1
 	} else if err != nil {
 		fmt.Fprintf(stderr, "sluice apply: %s: %v; the previous ruleset is still in force\n", prog.File, err)

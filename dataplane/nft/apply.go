@@ -87,14 +87,20 @@ func forceBuffers(c *netlink.Conn) error {
 }
 
 // Apply replaces table inet sluice with rs in one transaction: the old table
-// stays in force until the new one is complete, and an error leaves it as it
-// was. Other tables are never touched. It then reads the sets back and fails
-// if the kernel holds fewer elements than were sent.
+// stays in force until the new one is complete, and a refused transaction
+// leaves it as it was. Other tables are never touched. It then reads the
+// sets back: when they do not hold what was sent (ErrShortSet), or cannot
+// be read (ErrUnverified), the new table is in force all the same.
 func Apply(conn *Conn, rs *Ruleset) error {
 	if err := conn.send(rs); err != nil {
 		return err
 	}
-	return conn.verify(rs)
+	if err := conn.verify(rs); err != nil && !errors.Is(err, ErrShortSet) {
+		return fmt.Errorf("%w: %w", ErrUnverified, err)
+	} else if err != nil {
+		return err
+	}
+	return nil
 }
 
 // send builds the transaction and hands it to the kernel.
@@ -202,15 +208,22 @@ func (rs *Ruleset) transaction() (*transaction, error) {
 	return tx, nil
 }
 
-// ErrShortSet reports a set the kernel holds fewer elements of than sluice
-// sent: what the truncation pitfall of google/nftables looks like.
-var ErrShortSet = errors.New("the kernel holds fewer set elements than were sent")
+// ErrShortSet reports a set the kernel does not hold as sluice sent it:
+// what the truncation pitfall of google/nftables looks like. The new
+// ruleset is in force.
+var ErrShortSet = errors.New("the kernel does not hold the set elements that were sent")
+
+// ErrUnverified reports a ruleset committed but not read back whole (the
+// dump failed or timed out). The new ruleset is in force.
+var ErrUnverified = errors.New("the ruleset is in force but could not be read back")
 
 // verify reads every set back and compares it with what send put there,
-// by count and by a sum of key hashes. Sets are read by two sockets at
-// once: the kernel's walk of a set runs in the reading thread. A set whose
-// sum differs is counted again key by key, since a dump may repeat an
-// element; only a set with fewer distinct keys than were sent fails.
+// by count and by an order-free sum of key hashes. Sets are read by two
+// sockets at once: the kernel's walk of a set runs in the reading thread.
+// A set whose sum differs is read again and summed over its distinct keys,
+// since a dump may repeat an element; it fails unless those add up to what
+// was sent. A set filled at run time (DNS answers, with timeouts) need
+// only hold what was sent.
 func (c *Conn) verify(rs *Ruleset) error {
 	const readers = 2
 	// The sockets are opened here: a namespace given as -1 is this
@@ -255,7 +268,8 @@ func (c *Conn) verify(rs *Ruleset) error {
 }
 
 func (c *Conn) verifySet(raw *netlink.Conn, s *set) error {
-	if want, ok := c.sent[s.name]; ok {
+	want, sent := c.sent[s.name]
+	if sent {
 		got, err := digestSet(raw, s.name)
 		if err != nil {
 			return err
@@ -264,14 +278,24 @@ func (c *Conn) verifySet(raw *netlink.Conn, s *set) error {
 			return nil
 		}
 	}
-	got, err := countSetElements(raw, s.name)
+	seen := map[string]struct{}{}
+	var distinct setDigest
+	err := dumpSet(raw, s.name, func(key []byte) {
+		if _, dup := seen[string(key)]; !dup {
+			seen[string(key)] = struct{}{}
+			distinct.add(key)
+		}
+	})
 	if err != nil {
 		return err
 	}
-	if got != s.size() {
-		return fmt.Errorf("set %s: sent %d ranges, kernel holds %d: %w", s.name, s.size(), got, ErrShortSet)
+	switch {
+	case s.dynamic && distinct.n >= s.size():
+		return nil // filled since; the elements sent cannot be told apart from those added
+	case !s.dynamic && distinct.n == s.size() && (!sent || distinct == want):
+		return nil
 	}
-	return nil
+	return fmt.Errorf("set %s: sent %d ranges, kernel holds %d distinct ones (or other ones): %w", s.name, s.size(), distinct.n, ErrShortSet)
 }
 
 // CountElements returns how many ranges the kernel holds in a set of table

@@ -2,6 +2,7 @@ package nft
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -240,5 +241,39 @@ func TestLocateRefusedRule(t *testing.T) {
 	good, err := Locate(build(t, policies["office"]), time.Minute)
 	if err != nil || good != nil {
 		t.Errorf("Locate of a good ruleset = %+v, %v; want nil, nil", good, err)
+	}
+}
+
+// The read-back catches a set that holds as many elements as were sent but
+// not the ones sent, and one that lost an element; sets filled at run time
+// may hold more.
+func TestVerifyCatchesChangedSets(t *testing.T) {
+	netnstest.RequireRoot(t)
+	prog := bigAllowlist(t, 1000)
+	rs, err := Build(prog, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := netnstest.New(t)
+	c, err := Dial(ns.Open(t), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Apply(c, rs); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.verify(rs); err != nil {
+		t.Fatalf("verify of the ruleset just applied: %v", err)
+	}
+	set := string(prog.Rules[prog.Zones[1].Egress[0]].ID) + "_to4"
+	// 11.0.0.0 is the first address sent; 11.0.0.1 never was.
+	ns.Run(t, "nft", "delete", "element", "inet", TableName, set, "{ 11.0.0.0 }")
+	ns.Run(t, "nft", "add", "element", "inet", TableName, set, "{ 11.0.0.1 }")
+	if err := c.verify(rs); !errors.Is(err, ErrShortSet) {
+		t.Errorf("verify of a set with one element swapped = %v, want ErrShortSet", err)
+	}
+	ns.Run(t, "nft", "delete", "element", "inet", TableName, set, "{ 11.0.0.1 }")
+	if err := c.verify(rs); !errors.Is(err, ErrShortSet) {
+		t.Errorf("verify of a set one element short = %v, want ErrShortSet", err)
 	}
 }

@@ -19,16 +19,16 @@ import (
 // google/nftables, captured before they reach a socket. Set elements are
 // written here, straight into the batch: the library builds a value, an
 // attribute list and several small buffers per element, which for a
-// million elements costs more than the kernel's own work, and it
-// truncates element lists past a 16-bit length (see chunkElements' story
-// in DESIGN's pitfalls). Every message asks for an acknowledgement, so the
-// kernel answers each one, and a refusal names the message it refused.
+// million elements costs more than the kernel's own work, and v0.3.0
+// silently truncates an element list whose length passes 16 bits. Every
+// message asks for an acknowledgement, so the kernel answers each one, and
+// a refusal names the message it refused.
 type transaction struct {
 	buf  []byte
 	what []string // what each message does, by sequence number - 1
-	// elements and sums are what verification expects back, by set name:
-	// the number of elements that are not interval ends and the sum of
-	// their keys' hashes.
+	// elements is what verification expects back, by set name: the number
+	// of elements that are not interval ends and the sum of their keys'
+	// hashes.
 	elements map[string]setDigest
 }
 

@@ -469,11 +469,13 @@ func (s *probeSpace) destination(rng *rand.Rand, in int, src netip.Addr) (netip.
 		case 8:
 			pool = s.internet
 		default:
-			// The box's own link-local address and another host's: Linux
-			// sends the other back out the link it came in by, and the
-			// ruleset drops it as link-local; the evaluator knows which is
-			// the box's from Options.LinkLocal.
-			pool = addrs("169.254.1.1", "fe80::9")
+			// The box's own link-local address, another host's and fe80::
+			// (the link-local prefix's subnet-router anycast, the box's on
+			// every interface): Linux sends the other host's back out the
+			// link it came in by, and the ruleset drops it as link-local;
+			// the evaluator knows which is the box's from
+			// Options.LinkLocal.
+			pool = addrs("169.254.1.1", "fe80::9", "fe80::")
 			if ll := s.ownLL[in]; ll.IsValid() {
 				pool = append(pool, ll)
 			}

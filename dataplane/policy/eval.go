@@ -327,8 +327,10 @@ func (e *Evaluator) Evaluate(pk *Packet) Decision {
 	}
 
 	// 1. Anti-spoof, on every packet. A link-local or unspecified source
-	// may only reach the box; it is exempt from the other checks.
-	if onLink && !toBox {
+	// may only reach the box (or, in IPv6, another link-local address,
+	// which step 6 drops unless it is the box's); it is exempt from the
+	// other checks.
+	if onLink && !toBox && !(dst.Is6() && linkScoped(dst)) {
 		return e.rule(e.prog.LinkLocal, ReasonLinkLocal)
 	}
 	if !onLink {
@@ -455,18 +457,25 @@ func (e *Evaluator) route(dst netip.Addr) (int, bool) {
 // 2.6.1) of an IPv6 interface prefix: Linux, forwarding, takes it as the
 // box's own on every prefix shorter than /127.
 func SubnetRouterAnycast(p netip.Prefix) (netip.Addr, bool) {
-	if !p.Addr().Is6() || p.Bits() >= 127 || p.Addr().IsLinkLocalUnicast() {
+	if !p.Addr().Is6() || p.Bits() >= 127 || p.Addr().IsLinkLocalUnicast() || p.Masked().Addr().IsUnspecified() {
 		return netip.Addr{}, false
 	}
 	return p.Masked().Addr(), true
 }
 
 // ownLinkLocal reports whether link-local address a is the box's on
-// interface in, taking it as the box's when that is not known.
+// interface in, taking it as the box's when that is not known. fe80:: is
+// every interface's: the subnet-router anycast address of the link-local
+// prefix.
 func (e *Evaluator) ownLinkLocal(in int, a netip.Addr) bool {
+	a = a.WithZone("")
 	ll := e.ifaceLL[in]
-	return ll == nil || slices.Contains(ll, a.WithZone(""))
+	return ll == nil || a == linkLocalAnycast || slices.Contains(ll, a)
 }
+
+// linkLocalAnycast is fe80::, which Linux, forwarding, takes as its own on
+// every interface.
+var linkLocalAnycast = netip.MustParseAddr("fe80::")
 
 func (e *Evaluator) reversePathOK(src netip.Addr, in int, mode ReversePath) bool {
 	if src.IsLoopback() {

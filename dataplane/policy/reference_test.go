@@ -68,7 +68,7 @@ func (l *linearEvaluator) isLocal(a netip.Addr) bool {
 // one of its listed addresses, or any when none are listed.
 func (l *linearEvaluator) ownLinkLocal(in int, a netip.Addr) bool {
 	ll, known := l.opts.LinkLocal[l.prog.Interfaces[in].Name]
-	if !known {
+	if !known || a == netip.MustParseAddr("fe80::") {
 		return true
 	}
 	for _, x := range ll {
@@ -82,7 +82,7 @@ func (l *linearEvaluator) ownLinkLocal(in int, a netip.Addr) bool {
 // anycast reports whether a is the subnet-router anycast address of
 // interface prefix p.
 func (l *linearEvaluator) anycast(p netip.Prefix, a netip.Addr) bool {
-	return p.Addr().Is6() && !p.Addr().IsLinkLocalUnicast() && p.Bits() < 127 && p.Masked().Addr() == a
+	return p.Addr().Is6() && !p.Addr().IsLinkLocalUnicast() && p.Bits() < 127 && !a.IsUnspecified() && p.Masked().Addr() == a
 }
 
 func (l *linearEvaluator) bogon(zone int, a netip.Addr) bool {
@@ -139,7 +139,7 @@ func (l *linearEvaluator) Evaluate(pk *Packet) Decision {
 	if local && p.DHCPClient >= 0 && p.Interfaces[pk.In].DHCP && pk.Proto == ProtoUDP && pk.SrcPort == 67 && pk.DstPort == 68 {
 		return dec(p.DHCPClient)
 	}
-	if srcLink && !local {
+	if srcLink && !local && !(dst.Is6() && (dst.IsUnspecified() || dst.IsLinkLocalUnicast())) {
 		return dec(p.LinkLocal)
 	}
 	if !srcLink {
@@ -320,7 +320,7 @@ func newPacketGen(prog *Program, opts Options, seed uint64) *packetGen {
 		b[0] = 0x20 | b[0]&0x1f // mostly global unicast
 		g.addrs = append(g.addrs, netip.AddrFrom16(b))
 	}
-	g.addrs = append(g.addrs, netip.MustParseAddr("fe80::1"), netip.MustParseAddr("fe80::2"), netip.MustParseAddr("::"), netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("ff02::1"), netip.MustParseAddr("255.255.255.255"))
+	g.addrs = append(g.addrs, netip.MustParseAddr("fe80::1"), netip.MustParseAddr("fe80::2"), netip.MustParseAddr("fe80::"), netip.MustParseAddr("::"), netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("ff02::1"), netip.MustParseAddr("255.255.255.255"))
 	g.ports = append(g.ports, 1, 22, 53, 443, 65535)
 	return g
 }
