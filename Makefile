@@ -71,6 +71,7 @@ fuzz:
 	$(GO) test ./conntrack -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./conntrack -run '^$$' -fuzz '^FuzzDecodeReference$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./appliance/state -run '^$$' -fuzz '^FuzzParseKey$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./dataplane/nft -run '^$$' -fuzz '^FuzzWalkElements$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./appliance/state -run '^$$' -fuzz '^FuzzParseVersion$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./tui -run '^$$' -fuzz '^FuzzConsole$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./dataplane/dhcp -run '^$$' -fuzz '^FuzzParseReply$$' -fuzztime $(FUZZTIME)
