@@ -81,6 +81,7 @@ bench: kernel
 	$(GO) test -run '^$$' -bench Evaluate -benchmem -count 5 ./dataplane/policy
 	$(GO) test -run '^$$' -bench Apply -benchtime 2x -count 3 ./dataplane/nft
 	$(GO) test -run '^$$' -bench Forward -benchtime 1x -count 3 ./dataplane/nft
+	$(GO) test -run '^$$' -bench NewFlows -benchtime 2x -count 3 ./dataplane/nft
 	$(GO) test -run '^$$' -bench Flows -benchmem -count 3 ./tui
 	$(GO) test -run '^$$' -bench Boot -benchtime 3x ./cmd/sluice
 

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mdlayher/netlink"
+	"github.com/ti-mo/conntrack"
+
 	"github.com/sluicefw/sluice/dataplane/policy"
 	"github.com/sluicefw/sluice/internal/lab"
 	"github.com/sluicefw/sluice/internal/netnstest"
@@ -125,3 +128,98 @@ func iperfAllowlist(b *testing.B, n int) *policy.Program {
 	}
 	return prog
 }
+
+// BenchmarkNewFlows measures how many new flows a second the lab router
+// lets through while the lan's egress allowlist holds 10 or 1,000,000
+// elements, the destination among them (in the last of the entry's set
+// shards, so that a flow's first packet is looked up in every one). Each
+// iteration injects newFlowsBurst UDP datagrams into lan1's link, each a
+// new flow (its own source address and port inside the lan's prefix), as
+// fast as a packet socket sends them; it reports the flows the entry's
+// counter accepted per second of sending, and the share of those sent.
+func BenchmarkNewFlows(b *testing.B) {
+	netnstest.RequireRoot(b)
+	l := lab.New(netnstest.Name("flows"))
+	if err := l.Up(); err != nil {
+		b.Fatal(err)
+	}
+	defer l.Down()
+	f, err := os.Open("/run/netns/" + l.Router)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	conn, err := Dial(int(f.Fd()), 10*time.Minute)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ct, err := conntrack.Dial(&netlink.Config{NetNS: int(f.Fd())})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ct.Close()
+	inj, err := l.Injector(l.LAN1, "eth0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer inj.Close()
+	routerLAN, err := lab.MAC(l.Router, "eth1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	dst := netip.MustParseAddr("93.184.216.34")
+	frames := make([][]byte, newFlowsBurst)
+	for i := range frames {
+		// Sources 192.168.1.20-.239, every one with its own ports: no
+		// two frames of a run are one flow.
+		src := netip.AddrFrom4([4]byte{192, 168, 1, byte(20 + i%220)})
+		pk := policy.Packet{Src: src, Dst: dst, Proto: policy.ProtoUDP, SrcPort: uint16(10000 + i/220), DstPort: 5201}
+		frames[i] = frame(inj.MAC, routerLAN, pk, uint16(i))
+	}
+	for _, n := range []int{10, 1_000_000} {
+		prog := iperfAllowlist(b, n)
+		rs, err := Build(prog, policy.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := Apply(conn, rs); err != nil {
+			b.Fatal(err)
+		}
+		entry := string(prog.Rules[prog.Zones[1].Egress[0]].ID)
+		b.Run(fmt.Sprintf("udp/%d", n), func(b *testing.B) {
+			var rate, share float64
+			for b.Loop() {
+				b.StopTimer()
+				// Every run starts from an empty connection table, so
+				// each frame is a new flow again.
+				if err := ct.Flush(); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := conn.Counters(true); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				start := time.Now()
+				for _, fr := range frames {
+					if err := inj.Send(fr); err != nil {
+						b.Fatal(err)
+					}
+				}
+				sent := time.Since(start)
+				time.Sleep(200 * time.Millisecond) // the router's backlog drains
+				got, err := conn.Counters(false)
+				if err != nil {
+					b.Fatal(err)
+				}
+				rate = float64(got[entry]) / sent.Seconds()
+				share = float64(got[entry]) / float64(len(frames))
+			}
+			b.ReportMetric(rate, "flows/s")
+			b.ReportMetric(share, "accepted-share")
+		})
+	}
+}
+
+// newFlowsBurst is the datagrams, each a new flow, one BenchmarkNewFlows
+// iteration sends.
+const newFlowsBurst = 100_000

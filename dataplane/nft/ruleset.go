@@ -441,7 +441,7 @@ func Build(prog *policy.Program, opts policy.Options) (*Ruleset, error) {
 // each family, crossed with each port range.
 func (b *builder) egressEntry(c *chain, ri int) {
 	r := b.prog.Rules[ri]
-	hasNames, has4, has6 := false, false, false
+	hasNames, has4, has6, hosts := false, false, false, true
 	for _, d := range r.To {
 		switch {
 		case d.Name != "":
@@ -451,6 +451,7 @@ func (b *builder) egressEntry(c *chain, ri int) {
 		default:
 			has6 = true
 		}
+		hosts = hosts && (d.Name != "" || d.Prefix.IsSingleIP())
 	}
 	has := map[bool]bool{true: has4, false: has6}
 	prefixes := func(yield func(netip.Prefix) bool) {
@@ -464,11 +465,16 @@ func (b *builder) egressEntry(c *chain, ri int) {
 		p      piece
 		family uint8 // 4, 6, or 0 for any destination
 	}
-	if !hasNames && (has4 || has6) && len(r.Ports) > 0 && !slices.ContainsFunc(r.Ports, func(p policy.PortRange) bool {
+	if !hasNames && !hosts && len(r.Ports) > 0 && !slices.ContainsFunc(r.Ports, func(p policy.PortRange) bool {
 		return p.Proto != policy.ProtoTCP && p.Proto != policy.ProtoUDP
 	}) {
-		// Addresses and TCP/UDP ports only: one address . protocol . port
-		// set per family, one lookup per packet.
+		// Address ranges and TCP/UDP ports only: one address . protocol .
+		// port interval set per family, one lookup per packet. Single
+		// addresses are not: a hash set of addresses, looked up after the
+		// port, is cheaper for a new flow than an interval set of every
+		// address crossed with every port, all the more when a large one
+		// is sharded (a million addresses with two ports: 123 interval
+		// shards, about 130 µs a new flow, against 62 hash shards).
 		for _, v4 := range []bool{true, false} {
 			if s := b.addConcatSet(string(r.ID)+"_tp"+map[bool]string{true: "4", false: "6"}[v4], v4, r.Name+" destinations and ports", prefixes, r.Ports); s != nil {
 				for _, shard := range b.shard(s) {
@@ -505,7 +511,8 @@ func (b *builder) egressEntry(c *chain, ri int) {
 			if p.Proto == policy.ProtoICMP && d.family == 6 || p.Proto == policy.ProtoICMPv6 && d.family == 4 {
 				continue // ICMP never reaches an IPv6 destination, nor ICMPv6 an IPv4 one
 			}
-			b.add(c, ri, accept(), append([]piece{d.p}, portMatch(p)...)...)
+			// The port first: a comparison is cheaper than a set lookup.
+			b.add(c, ri, accept(), append(portMatch(p), d.p)...)
 		}
 	}
 }
