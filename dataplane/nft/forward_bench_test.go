@@ -38,15 +38,7 @@ func BenchmarkForward(b *testing.B) {
 	}
 	defer server.Process.Kill()
 	time.Sleep(300 * time.Millisecond)
-	f, err := os.Open("/run/netns/" + l.Router)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	conn, err := Dial(int(f.Fd()), 10*time.Minute)
-	if err != nil {
-		b.Fatal(err)
-	}
+	conn, _ := dialRouter(b, l)
 	for _, n := range []int{10, 1_000_000} {
 		prog := iperfAllowlist(b, n)
 		rs, err := Build(prog, policy.Options{})
@@ -71,6 +63,21 @@ func BenchmarkForward(b *testing.B) {
 			b.ReportMetric(pps, "packets/s")
 		})
 	}
+}
+
+// dialRouter opens the lab router's namespace, and nf_tables in it; the
+// file is closed when the benchmark ends.
+func dialRouter(b *testing.B, l *lab.Lab) (*Conn, *os.File) {
+	f, err := os.Open("/run/netns/" + l.Router)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	conn, err := Dial(int(f.Fd()), 10*time.Minute)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return conn, f
 }
 
 // iperf runs the iperf3 client in lan1 and returns the receiver's bits/s
@@ -144,15 +151,7 @@ func BenchmarkNewFlows(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer l.Down()
-	f, err := os.Open("/run/netns/" + l.Router)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	conn, err := Dial(int(f.Fd()), 10*time.Minute)
-	if err != nil {
-		b.Fatal(err)
-	}
+	conn, f := dialRouter(b, l)
 	ct, err := conntrack.Dial(&netlink.Config{NetNS: int(f.Fd())})
 	if err != nil {
 		b.Fatal(err)
