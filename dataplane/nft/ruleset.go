@@ -465,16 +465,17 @@ func (b *builder) egressEntry(c *chain, ri int) {
 		p      piece
 		family uint8 // 4, 6, or 0 for any destination
 	}
-	if !hasNames && !hosts && len(r.Ports) > 0 && !slices.ContainsFunc(r.Ports, func(p policy.PortRange) bool {
+	if !hasNames && !hosts && len(r.To)*len(r.Ports) <= shardRanges && len(r.Ports) > 0 && !slices.ContainsFunc(r.Ports, func(p policy.PortRange) bool {
 		return p.Proto != policy.ProtoTCP && p.Proto != policy.ProtoUDP
 	}) {
 		// Address ranges and TCP/UDP ports only: one address . protocol .
-		// port interval set per family, one lookup per packet. Single
-		// addresses are not: a hash set of addresses, looked up after the
-		// port, is cheaper for a new flow than an interval set of every
-		// address crossed with every port, all the more when a large one
-		// is sharded (a million addresses with two ports: 123 interval
-		// shards, about 130 µs a new flow, against 62 hash shards).
+		// port interval set per family, one lookup per packet. Not for
+		// single addresses, nor for more ranges crossed with ports than
+		// one set shard holds: a set of addresses, looked up after the
+		// port, is then cheaper for a new flow than every address crossed
+		// with every port in many shards (a million addresses with two
+		// ports: 123 interval shards, about 130 µs a new flow, against 62
+		// hash shards, or 62 interval shards for ranges).
 		for _, v4 := range []bool{true, false} {
 			if s := b.addConcatSet(string(r.ID)+"_tp"+map[bool]string{true: "4", false: "6"}[v4], v4, r.Name+" destinations and ports", prefixes, r.Ports); s != nil {
 				for _, shard := range b.shard(s) {

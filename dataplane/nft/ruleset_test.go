@@ -2,9 +2,12 @@ package nft
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/sluicefw/sluice/dataplane/policy"
 )
 
 func TestMergeRanges(t *testing.T) {
@@ -58,5 +61,57 @@ func TestBogonRanges(t *testing.T) {
 		if got := in(v4, tc.addr) || in(v6, tc.addr); got != tc.bogon {
 			t.Errorf("%s in the bogon ranges = %v, want %v", tc.addr, got, tc.bogon)
 		}
+	}
+}
+
+// An allow entry of address ranges and TCP/UDP ports is one concatenated
+// interval set while it fits one shard; single addresses, and more ranges
+// crossed with ports than a shard holds, get sets of addresses instead,
+// matched after the port (cheaper for a new flow than many shards of
+// every address crossed with every port).
+func TestEgressSetKinds(t *testing.T) {
+	ports := []policy.PortRange{{Proto: policy.ProtoTCP, Lo: 443, Hi: 443}, {Proto: policy.ProtoUDP, Lo: 443, Hi: 443}}
+	for _, tc := range []struct {
+		name   string
+		n      int // destinations
+		bits   int // of each
+		concat bool
+	}{
+		{"few ranges", 100, 31, true},
+		{"few hosts", 100, 32, false},
+		{"ranges past a shard", shardRanges, 31, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pol, err := bigAllowlistPolicy(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			entry := &pol.Zones[1].Egress.Allow[0]
+			entry.To, entry.Ports = nil, ports
+			for a, i := netip.MustParseAddr("11.0.0.0"), 0; i < tc.n; i++ {
+				entry.To = append(entry.To, policy.Destination{Prefix: netip.PrefixFrom(a, tc.bits)})
+				a = a.Next().Next().Next().Next()
+			}
+			prog, err := policy.Compile(pol)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs, err := Build(prog, policy.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			concat, addrs := 0, 0
+			for _, s := range rs.sets {
+				switch {
+				case s.concat != nil:
+					concat += len(s.concat)
+				case strings.Contains(s.name, "_to4"):
+					addrs += s.size()
+				}
+			}
+			if tc.concat && (concat != 2*tc.n || addrs != 0) || !tc.concat && (concat != 0 || addrs != tc.n) {
+				t.Errorf("concatenated elements %d, address ranges %d; want concatenated sets: %v", concat, addrs, tc.concat)
+			}
+		})
 	}
 }
