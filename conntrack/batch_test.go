@@ -239,15 +239,7 @@ func TestTrackBatchNoAllocs(t *testing.T) {
 // Range run beside it: no deadlock, no race (go test -race), and the table
 // stays whole.
 func TestTrackBatchConcurrent(t *testing.T) {
-	clk := newFakeClock()
-	tb, err := New(Config{Max: 20000, Clock: clk.Now, Seed: 1, Events: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		for range tb.Events() {
-		}
-	}()
+	tb, clk := concurrentTable(t)
 	var wg sync.WaitGroup
 	for w := range 6 {
 		wg.Go(func() {
@@ -276,18 +268,5 @@ func TestTrackBatchConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if tb.Len() > 20000 {
-		t.Errorf("Len = %d over Max", tb.Len())
-	}
-	seen := 0
-	tb.Range(func(e Entry) bool {
-		if _, ok := tb.Get(e.Tuple.Reverse()); !ok {
-			t.Errorf("entry %+v not found from the reply side", e.Tuple)
-		}
-		seen++
-		return true
-	})
-	if seen != tb.Len() {
-		t.Errorf("Range saw %d, Len %d", seen, tb.Len())
-	}
+	checkWhole(t, tb)
 }

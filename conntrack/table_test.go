@@ -265,7 +265,10 @@ func TestNoAllocs(t *testing.T) {
 	}
 }
 
-func TestConcurrent(t *testing.T) {
+// concurrentTable is a table of at most 20,000 flows on a fake clock,
+// whose events something drains.
+func concurrentTable(t *testing.T) (*Table, *fakeClock) {
+	t.Helper()
 	clk := newFakeClock()
 	tb, err := New(Config{Max: 20000, Clock: clk.Now, Seed: 1, Events: 64})
 	if err != nil {
@@ -275,6 +278,31 @@ func TestConcurrent(t *testing.T) {
 		for range tb.Events() {
 		}
 	}()
+	return tb, clk
+}
+
+// checkWhole requires tb within its maximum, every entry found from its
+// reply side too, and Range to see as many entries as Len counts.
+func checkWhole(t *testing.T, tb *Table) {
+	t.Helper()
+	if tb.Len() > 20000 {
+		t.Errorf("Len = %d over Max", tb.Len())
+	}
+	seen := 0
+	tb.Range(func(e Entry) bool {
+		if _, ok := tb.Get(e.Tuple.Reverse()); !ok {
+			t.Errorf("entry %+v not found from the reply side", e.Tuple)
+		}
+		seen++
+		return true
+	})
+	if seen != tb.Len() {
+		t.Errorf("Range saw %d, Len %d", seen, tb.Len())
+	}
+}
+
+func TestConcurrent(t *testing.T) {
+	tb, clk := concurrentTable(t)
 	var wg sync.WaitGroup
 	for w := range 8 {
 		wg.Add(1)
@@ -293,20 +321,7 @@ func TestConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if tb.Len() > 20000 {
-		t.Errorf("Len = %d over Max", tb.Len())
-	}
-	seen := 0
-	tb.Range(func(e Entry) bool {
-		if _, ok := tb.Get(e.Tuple.Reverse()); !ok {
-			t.Errorf("entry %+v not found from the reply side", e.Tuple)
-		}
-		seen++
-		return true
-	})
-	if seen != tb.Len() {
-		t.Errorf("Range saw %d, Len %d", seen, tb.Len())
-	}
+	checkWhole(t, tb)
 }
 
 // A clock that reads zero until the first packet (a replay clock reading

@@ -126,9 +126,13 @@ func (conn *Conn) send(rs *Ruleset) error {
 // in the same transaction), its counters, sets with their elements,
 // chains and rules.
 func (rs *Ruleset) transaction() (*transaction, error) {
+	// Whether a set holds single addresses only is a walk of its ranges:
+	// once per set.
+	hosts := make([]bool, len(rs.sets))
 	size := 0
-	for _, s := range rs.sets {
-		size += s.wireSize(s.hosts())
+	for i, s := range rs.sets {
+		hosts[i] = s.hosts()
+		size += s.wireSize(hosts[i])
 	}
 	tx := newTransaction(size)
 	t := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
@@ -146,10 +150,9 @@ func (rs *Ruleset) transaction() (*transaction, error) {
 	}, describe("table inet "+TableName+" and its counters")); err != nil {
 		return nil, err
 	}
-	for _, s := range rs.sets {
-		hosts := s.hosts()
-		ns := &nftables.Set{Table: t, Name: s.name, ID: s.id, Interval: !hosts, KeyType: nftables.TypeIP6Addr, Comment: s.comment}
-		if hosts {
+	for i, s := range rs.sets {
+		ns := &nftables.Set{Table: t, Name: s.name, ID: s.id, Interval: !hosts[i], KeyType: nftables.TypeIP6Addr, Comment: s.comment}
+		if hosts[i] {
 			// Sized up front, the kernel's hash never resizes, and a dump
 			// neither repeats nor skips elements.
 			ns.Size = uint32(s.size())
@@ -167,7 +170,7 @@ func (rs *Ruleset) transaction() (*transaction, error) {
 		if err := tx.library(func(c *nftables.Conn) error { return c.AddSet(ns, nil) }, describe("set "+s.name)); err != nil {
 			return nil, fmt.Errorf("set add %s: %w", s.name, err)
 		}
-		tx.setElements(s)
+		tx.setElements(s, hosts[i])
 	}
 	for _, ch := range rs.chains {
 		nc := &nftables.Chain{Name: ch.name, Table: t}
@@ -278,14 +281,7 @@ func (c *Conn) verifySet(raw *netlink.Conn, s *set) error {
 			return nil
 		}
 	}
-	seen := map[string]struct{}{}
-	var distinct setDigest
-	err := dumpSet(raw, s.name, func(key []byte) {
-		if _, dup := seen[string(key)]; !dup {
-			seen[string(key)] = struct{}{}
-			distinct.add(key)
-		}
-	})
+	distinct, err := distinctDigest(raw, s.name)
 	if err != nil {
 		return err
 	}
@@ -306,7 +302,8 @@ func (c *Conn) CountElements(set string) (int, error) {
 		return 0, err
 	}
 	defer raw.Close()
-	return countSetElements(raw, set)
+	d, err := distinctDigest(raw, set)
+	return d.n, err
 }
 
 // Counter is what one rule's named counter holds.

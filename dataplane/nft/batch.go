@@ -54,9 +54,8 @@ var digestSeed = maphash.MakeSeed()
 const maxElementList = 60 << 10
 
 const (
-	nlmsgHeaderLen = 16
-	nlaHeaderLen   = 4
-	msgNewSetElem  = unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWSETELEM
+	nlaHeaderLen  = 4
+	msgNewSetElem = unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWSETELEM
 	// nftaSetElemKeyEnd is the attribute holding an interval's end in
 	// concatenated sets (Linux 5.6), missing from x/sys/unix.
 	nftaSetElemKeyEnd = 10
@@ -158,8 +157,8 @@ func (tx *transaction) library(add func(c *nftables.Conn) error, describe func(m
 }
 
 // setElements appends s's elements, in as many messages as their lists
-// need.
-func (tx *transaction) setElements(s *set) {
+// need; hosts is s.hosts().
+func (tx *transaction) setElements(s *set, hosts bool) {
 	var digest setDigest
 	var key, keyEnd []byte
 	msg, list, i := -1, -1, 0
@@ -216,7 +215,6 @@ func (tx *transaction) setElements(s *set) {
 		// address and ends with the address after its last, unless it runs
 		// to the top of the address space. A set of single addresses is a
 		// hash and needs no ends.
-		hosts := s.hosts()
 		for _, r := range s.ranges {
 			key = appendAddr(key[:0], r.lo)
 			element(key, nil, false)

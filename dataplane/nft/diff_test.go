@@ -285,15 +285,7 @@ func TestDifferential(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open("/run/netns/" + l.Router)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	conn, err := Dial(int(f.Fd()), time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, _ := dialNetns(t, l.Router, time.Minute)
 
 	probes := 1000
 	if testing.Short() {

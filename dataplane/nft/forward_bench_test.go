@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
 	"testing"
 	"time"
@@ -38,16 +37,9 @@ func BenchmarkForward(b *testing.B) {
 	}
 	defer server.Process.Kill()
 	time.Sleep(300 * time.Millisecond)
-	conn, _ := dialRouter(b, l)
+	conn, _ := dialNetns(b, l.Router, 10*time.Minute)
 	for _, n := range []int{10, 1_000_000} {
-		prog := iperfAllowlist(b, n)
-		rs, err := Build(prog, policy.Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := Apply(conn, rs); err != nil {
-			b.Fatal(err)
-		}
+		applyIperfAllowlist(b, conn, n)
 		b.Run(fmt.Sprintf("tcp/%d", n), func(b *testing.B) {
 			var bps float64
 			for b.Loop() {
@@ -63,21 +55,6 @@ func BenchmarkForward(b *testing.B) {
 			b.ReportMetric(pps, "packets/s")
 		})
 	}
-}
-
-// dialRouter opens the lab router's namespace, and nf_tables in it; the
-// file is closed when the benchmark ends.
-func dialRouter(b *testing.B, l *lab.Lab) (*Conn, *os.File) {
-	f, err := os.Open("/run/netns/" + l.Router)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { f.Close() })
-	conn, err := Dial(int(f.Fd()), 10*time.Minute)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return conn, f
 }
 
 // iperf runs the iperf3 client in lan1 and returns the receiver's bits/s
@@ -111,9 +88,10 @@ func iperf(b *testing.B, l *lab.Lab, udp bool, args ...string) float64 {
 	return res.End.SumReceived.BitsPerSecond
 }
 
-// iperfAllowlist is the lab policy with a lan egress entry of n addresses,
-// the iperf3 server's among them, allowing its port.
-func iperfAllowlist(b *testing.B, n int) *policy.Program {
+// applyIperfAllowlist applies the lab policy with a lan egress entry of n
+// addresses, the iperf3 server's among them, allowing its port, and
+// returns the program.
+func applyIperfAllowlist(b *testing.B, conn *Conn, n int) *policy.Program {
 	pol, diags := policy.Parse("lab.yaml", lab.Policy())
 	if err := diags.Err(); err != nil {
 		b.Fatal(err)
@@ -131,6 +109,13 @@ func iperfAllowlist(b *testing.B, n int) *policy.Program {
 	}
 	prog, err := policy.Compile(pol)
 	if err != nil {
+		b.Fatal(err)
+	}
+	rs, err := Build(prog, policy.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := Apply(conn, rs); err != nil {
 		b.Fatal(err)
 	}
 	return prog
@@ -151,8 +136,8 @@ func BenchmarkNewFlows(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer l.Down()
-	conn, f := dialRouter(b, l)
-	ct, err := conntrack.Dial(&netlink.Config{NetNS: int(f.Fd())})
+	conn, fd := dialNetns(b, l.Router, 10*time.Minute)
+	ct, err := conntrack.Dial(&netlink.Config{NetNS: fd})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -176,14 +161,7 @@ func BenchmarkNewFlows(b *testing.B) {
 		frames[i] = frame(inj.MAC, routerLAN, pk, uint16(i))
 	}
 	for _, n := range []int{10, 1_000_000} {
-		prog := iperfAllowlist(b, n)
-		rs, err := Build(prog, policy.Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := Apply(conn, rs); err != nil {
-			b.Fatal(err)
-		}
+		prog := applyIperfAllowlist(b, conn, n)
 		entry := string(prog.Rules[prog.Zones[1].Egress[0]].ID)
 		b.Run(fmt.Sprintf("udp/%d", n), func(b *testing.B) {
 			var rate, share float64

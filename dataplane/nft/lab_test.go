@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -33,15 +32,7 @@ func labRouter(t *testing.T, src []byte) (*lab.Lab, *policy.Program, *Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open("/run/netns/" + l.Router)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	conn, err := Dial(int(f.Fd()), time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, _ := dialNetns(t, l.Router, time.Minute)
 	if err := Apply(conn, rs); err != nil {
 		t.Fatal(err)
 	}
@@ -228,4 +219,16 @@ func TestLabSYNLimit(t *testing.T) {
 	if limited < flood/2 || forwarded == 0 || forwarded > flood/4 || limited+forwarded != flood {
 		t.Errorf("a %d-SYN flood against a 20/second limit: %d dropped by the limit, %d reached the port forward; want most limited, some through, none lost (%v)", flood, limited, forwarded, delta)
 	}
+}
+
+// dialNetns connects to nf_tables in the named namespace and returns the
+// connection and the namespace's descriptor, open until the test ends.
+func dialNetns(t testing.TB, name string, timeout time.Duration) (*Conn, int) {
+	t.Helper()
+	fd := (&netnstest.NS{Name: name}).Open(t)
+	conn, err := Dial(fd, timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn, fd
 }

@@ -106,13 +106,19 @@ func walkAttrs(b []byte, f func(typ uint16, v []byte) error) error {
 // nlaTypeMask strips the nested and byte-order flags from an attribute type.
 const nlaTypeMask = 0x3fff
 
-// countSetElements counts the distinct elements of a set: a hash set's
-// dump can return an element twice when the table is resized between two
-// dump messages.
-func countSetElements(conn *netlink.Conn, set string) (int, error) {
+// distinctDigest sums up a set over its distinct keys: a hash set's dump
+// can return an element twice when the table is resized between two dump
+// messages.
+func distinctDigest(conn *netlink.Conn, set string) (setDigest, error) {
 	seen := map[string]struct{}{}
-	err := dumpSet(conn, set, func(key []byte) { seen[string(key)] = struct{}{} })
-	return len(seen), err
+	var d setDigest
+	err := dumpSet(conn, set, func(key []byte) {
+		if _, dup := seen[string(key)]; !dup {
+			seen[string(key)] = struct{}{}
+			d.add(key)
+		}
+	})
+	return d, err
 }
 
 // digestSet sums up a set as the kernel holds it, for comparing with what

@@ -246,14 +246,7 @@ func newShapedRouter(t *testing.T, prog *policy.Program, opts policy.Options, rs
 		}
 		r.inj, r.mac = append(r.inj, inj), append(r.mac, mac)
 	}
-	f, err := os.Open("/run/netns/" + r.name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	if r.conn, err = Dial(int(f.Fd()), time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	r.conn, _ = dialNetns(t, r.name, time.Minute)
 	if err := Apply(r.conn, rs); err != nil {
 		t.Fatal(err)
 	}
