@@ -134,7 +134,10 @@ func Build(opts Options) (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("image: %w", err)
 	}
-	sum := sha256.Sum256(append(append([]byte(nil), binary...), initrd...))
+	h := sha256.New()
+	h.Write(binary)
+	h.Write(initrd)
+	sum := h.Sum(nil)
 	// No VERSION_ID: systemd-boot would order slots by it; without one
 	// it orders them by file name, newest generation first.
 	osrel := fmt.Sprintf("ID=sluice\nNAME=sluice\nPRETTY_NAME=\"sluice %s\"\n", hex.EncodeToString(sum[:6]))
@@ -189,8 +192,7 @@ func moduleClosure(root, kver string) ([]kmod.Module, error) {
 	// SSE4.2 module, as modprobe resolves it, even where the generic
 	// algorithm is built in (the cloud kernel): then it is not needed,
 	// and it fails on CPUs without SSE4.2.
-	builtin, _ := os.ReadFile(filepath.Join(root, "lib", "modules", kver, "modules.builtin"))
-	if strings.Contains(string(builtin), "/crc32c_generic.ko") {
+	if ix.Builtin("crc32c_generic") {
 		mods = slices.DeleteFunc(mods, func(m kmod.Module) bool { return m.Name == "crc32c_intel" })
 	}
 	return mods, nil
@@ -307,11 +309,16 @@ func withLibraries(prog string) ([]copyFile, error) {
 // systemd-boot and efi as slot 1 (good), and an empty /perm partition that
 // sluice formats on first boot.
 func Disk(boot, efi []byte) ([]byte, error) {
-	espStart := int64(mib)
-	permStart := espStart + ESPSize
-	size := permStart + PermSize + mib // the backup table after the last partition
+	size := int64(mib) + ESPSize + PermSize + mib // the tables before and after the partitions
+	parts, err := gpt.Layout(size, []gpt.Partition{
+		{Name: ESPName, Type: gpt.EFISystem, GUID: gpt.GUIDFromSeed("sluice esp"), Size: ESPSize},
+		{Name: PermName, Type: gpt.LinuxFilesystem, GUID: gpt.GUIDFromSeed("sluice perm"), Size: PermSize},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("image: partition table: %w", err)
+	}
 	disk := make([]byte, size)
-	esp := newSection(disk, espStart, ESPSize)
+	esp := newSection(disk, parts[0].Start, parts[0].Size)
 	files := []fat.File{
 		{Path: "EFI/BOOT/BOOTX64.EFI", Data: boot},
 		{Path: "loader/loader.conf", Data: []byte("timeout 0\neditor no\n")},
@@ -319,10 +326,6 @@ func Disk(boot, efi []byte) ([]byte, error) {
 	}
 	if err := fat.Write(esp, ESPSize, "SLUICE-ESP", 0x51c0e5f1, files); err != nil {
 		return nil, fmt.Errorf("image: EFI system partition: %w", err)
-	}
-	parts := []gpt.Partition{
-		{Name: ESPName, Type: gpt.EFISystem, GUID: gpt.GUIDFromSeed("sluice esp"), Start: espStart, Size: ESPSize},
-		{Name: PermName, Type: gpt.LinuxFilesystem, GUID: gpt.GUIDFromSeed("sluice perm"), Start: permStart, Size: PermSize},
 	}
 	if err := gpt.Write(newSection(disk, 0, size), size, gpt.GUIDFromSeed("sluice disk"), parts); err != nil {
 		return nil, fmt.Errorf("image: partition table: %w", err)

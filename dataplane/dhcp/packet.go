@@ -207,13 +207,8 @@ func maskLen(b []byte) (int, bool) {
 	if len(b) != 4 {
 		return 0, false
 	}
-	m := binary.BigEndian.Uint32(b)
-	ones := 0
-	for m&0x80000000 != 0 {
-		ones++
-		m <<= 1
-	}
-	if m != 0 || ones == 0 {
+	ones, bits := net.IPMask(b).Size()
+	if bits == 0 || ones == 0 {
 		return 0, false // holes in the mask, or none at all
 	}
 	return ones, true

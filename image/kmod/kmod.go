@@ -157,6 +157,9 @@ func newIndex(kver string, mods []*info, builtin, builtinAliases []string) (*Ind
 	return ix, nil
 }
 
+// Builtin reports whether module name is built into the kernel.
+func (ix *Index) Builtin(name string) bool { return ix.builtin[normalize(name)] }
+
 // Closure returns the modules to load, in order, so that the kernel has
 // every module named in wanted: each is a module name ("nf_tables") or an
 // alias ("crc32c", "fs-vfat"), and '-' and '_' are the same in both.
