@@ -78,7 +78,7 @@ func (cfg Config) withDefaults() Config {
 		cfg.Hostname = "sluice"
 	}
 	if cfg.Mkfs == nil {
-		cfg.Mkfs = []string{"/lib/sluice/mke2fs", "-q", "-t", "ext4", "-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1", "-L", "sluice-perm", "DEVICE"}
+		cfg.Mkfs = []string{"/lib/sluice/mke2fs", "-q", "-t", "ext4", "-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1", "-L", PermLabel, "DEVICE"}
 	}
 	if cfg.PermWait == 0 {
 		cfg.PermWait = 3 * time.Second

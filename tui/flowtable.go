@@ -96,7 +96,7 @@ func (t flowTable) recompute() flowTable {
 	for i := range t.all {
 		f := &t.all[i]
 		if len(needle) > 0 {
-			buf = appendFlow(buf[:0], f)
+			buf = f.AppendTo(buf[:0])
 			if !bytes.Contains(buf, needle) && !containsFold(f.State, needle) {
 				continue
 			}
@@ -121,38 +121,6 @@ func (t flowTable) recompute() flowTable {
 	}
 	t.rows = rows
 	return t
-}
-
-// appendFlow appends f.String() to buf without allocating; TestAppendFlow
-// keeps the two the same.
-func appendFlow(buf []byte, f *flows.Flow) []byte {
-	switch f.Proto {
-	case policy.ProtoTCP:
-		buf = append(buf, "tcp"...)
-	case policy.ProtoUDP:
-		buf = append(buf, "udp"...)
-	case policy.ProtoICMP:
-		buf = append(buf, "icmp"...)
-	case policy.ProtoICMPv6:
-		buf = append(buf, "icmpv6"...)
-	default:
-		buf = append(buf, "proto "...)
-		buf = strconv.AppendInt(buf, int64(f.Proto), 10)
-	}
-	buf = append(buf, ' ')
-	if f.Src.Port() == 0 && f.Dst.Port() == 0 {
-		buf = f.Src.Addr().AppendTo(buf)
-		buf = append(buf, " -> "...)
-		buf = f.Dst.Addr().AppendTo(buf)
-		if f.Proto == policy.ProtoICMP || f.Proto == policy.ProtoICMPv6 {
-			buf = append(buf, " id "...)
-			buf = strconv.AppendInt(buf, int64(f.ICMPID), 10)
-		}
-		return buf
-	}
-	buf = f.Src.AppendTo(buf)
-	buf = append(buf, " -> "...)
-	return f.Dst.AppendTo(buf)
 }
 
 // containsFold reports whether s contains the lower-case ASCII needle,
@@ -278,15 +246,8 @@ func (t flowTable) View(st styles, now time.Time, width, height int) string {
 }
 
 func protoName(p uint8) string {
-	switch p {
-	case policy.ProtoTCP:
-		return "tcp"
-	case policy.ProtoUDP:
-		return "udp"
-	case policy.ProtoICMP:
-		return "icmp"
-	case policy.ProtoICMPv6:
-		return "icmpv6"
+	if name, ok := policy.ProtoName(p); ok {
+		return name
 	}
 	return fmt.Sprint(p)
 }

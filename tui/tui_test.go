@@ -560,20 +560,6 @@ func BenchmarkFlowsRefresh(b *testing.B) {
 	}
 }
 
-func TestAppendFlow(t *testing.T) {
-	for _, f := range []flows.Flow{
-		flow(1, "192.168.1.10:40000", "93.184.216.34:443", 0, time.Time{}, ""),
-		{Proto: policy.ProtoUDP, Src: netip.MustParseAddrPort("[fd00::1]:5353"), Dst: netip.MustParseAddrPort("[2001:db8::AB]:53")},
-		{Proto: policy.ProtoICMP, Src: netip.MustParseAddrPort("10.0.0.1:0"), Dst: netip.MustParseAddrPort("8.8.8.8:0"), ICMPID: 7},
-		{Proto: policy.ProtoICMPv6, Src: netip.MustParseAddrPort("[fe80::1]:0"), Dst: netip.MustParseAddrPort("[ff02::1]:0"), ICMPID: 9},
-		{Proto: 47, Src: netip.MustParseAddrPort("10.0.0.1:0"), Dst: netip.MustParseAddrPort("10.0.0.2:0")},
-	} {
-		if got, want := string(appendFlow(nil, &f)), f.String(); got != want {
-			t.Errorf("appendFlow = %q, want %q", got, want)
-		}
-	}
-}
-
 // TestOneTick checks that only the refresh re-arms the tick: a snapshot
 // read after a change does not start a second one.
 func TestOneTick(t *testing.T) {

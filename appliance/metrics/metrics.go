@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sluicefw/sluice/dataplane/policy"
 	"github.com/sluicefw/sluice/tui"
 )
 
@@ -107,15 +108,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 }
 
 func protoName(p uint8) string {
-	switch p {
-	case 6:
-		return "tcp"
-	case 17:
-		return "udp"
-	case 1:
-		return "icmp"
-	case 58:
-		return "icmpv6"
+	if name, ok := policy.ProtoName(p); ok {
+		return name
 	}
 	return "other"
 }

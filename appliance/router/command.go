@@ -163,9 +163,7 @@ func (r *Router) Command(ctx context.Context, id tui.Identity, args []string, st
 		go func() {
 			time.Sleep(time.Second) // let the answer reach the client
 			if err := r.cfg.Power(tui.Reboot); err != nil {
-				r.mu.Lock()
-				r.alert(fmt.Sprintf("reboot after update: %v", err))
-				r.mu.Unlock()
+				r.raise(fmt.Sprintf("reboot after update: %v", err))
 			}
 		}()
 		return 0

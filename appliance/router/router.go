@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"slices"
 	"sync"
@@ -122,7 +123,7 @@ func New(cfg Config) (*Router, error) {
 		cfg.Links = netconf.Links
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = log.New(discard{}, "", 0)
+		cfg.Logger = log.New(io.Discard, "", 0)
 	}
 	r := &Router{cfg: cfg, started: cfg.Now(), ready: make(chan struct{}), lastHit: map[string]time.Time{}}
 	def, err := r.defaultPolicy()
@@ -149,10 +150,6 @@ func New(cfg Config) (*Router, error) {
 	r.confirmed = r.current
 	return r, nil
 }
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 func version(v state.Version) tui.Version {
 	return tui.Version{N: v.N, Who: v.Who, Why: v.Why, When: v.When}
@@ -188,6 +185,22 @@ func (r *Router) alert(msg string) {
 	}
 }
 
+// raise is alert for callers that do not hold mu.
+func (r *Router) raise(msg string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.alert(msg)
+}
+
+// dropPending stops the confirm timer and forgets the pending commit.
+// Callers hold mu.
+func (r *Router) dropPending() {
+	if r.stopTimer != nil {
+		r.stopTimer()
+	}
+	r.pending, r.stopTimer = nil, nil
+}
+
 // audit writes one entry to the audit log; a failure to write it becomes
 // an alert (the change itself stands). Caller holds r.mu.
 func (r *Router) audit(who, action, detail string) {
@@ -213,9 +226,7 @@ func (r *Router) writeAudit(who, action, detail string) error {
 // each other's sync to disk.
 func (r *Router) AuditEvent(who, action, detail string) {
 	if err := r.writeAudit(who, action, detail); err != nil {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		r.alert(err.Error())
+		r.raise(err.Error())
 	}
 }
 
@@ -397,9 +408,7 @@ func (r *Router) Commit(id tui.Identity, text, why string, force bool) (tui.Pend
 		r.audit(id.String(), "commit-failed", fmt.Sprintf("v%d: %v", v.N, err))
 		return tui.Pending{}, fmt.Errorf("commit v%d: %w; %s stays in force", v.N, err, r.describe(r.current))
 	}
-	if r.stopTimer != nil {
-		r.stopTimer()
-	}
+	r.dropPending()
 	p := tui.Pending{Version: next.v, Previous: r.confirmed.v.N, Deadline: r.cfg.Now().Add(r.cfg.Confirm)}
 	r.pending = &p
 	gen := r.gen
@@ -439,10 +448,7 @@ func (r *Router) Confirm(id tui.Identity) error {
 	if err := r.cfg.Store.SetCurrent(n); err != nil {
 		return fmt.Errorf("confirm v%d: %w", n, err)
 	}
-	if r.stopTimer != nil {
-		r.stopTimer()
-	}
-	r.pending, r.stopTimer = nil, nil
+	r.dropPending()
 	r.confirmed = r.current
 	r.gen++
 	r.audit(id.String(), "confirm", fmt.Sprintf("v%d", n))
@@ -458,10 +464,7 @@ func (r *Router) setNow(l loaded) error {
 	if err := r.cfg.Store.SetCurrent(l.v.N); err != nil {
 		r.alert(fmt.Sprintf("record v%d as the policy in force: %v", l.v.N, err))
 	}
-	if r.stopTimer != nil {
-		r.stopTimer()
-	}
-	r.pending, r.stopTimer = nil, nil
+	r.dropPending()
 	r.confirmed = l
 	return nil
 }
@@ -563,9 +566,7 @@ func (r *Router) Power(id tui.Identity, p tui.Power) error {
 func (r *Router) Versions() []tui.Version {
 	vs, err := r.cfg.Store.Versions()
 	if err != nil {
-		r.mu.Lock()
-		r.alert(fmt.Sprintf("policy history: %v", err))
-		r.mu.Unlock()
+		r.raise(fmt.Sprintf("policy history: %v", err))
 	}
 	out := make([]tui.Version, 0, len(vs))
 	for _, v := range vs {
@@ -682,9 +683,7 @@ func (r *Router) Status() tui.Status {
 func (r *Router) Flows() []flows.Flow {
 	fs, err := r.cfg.Engine.Flows()
 	if err != nil {
-		r.mu.Lock()
-		r.alert(fmt.Sprintf("list flows: %v", err))
-		r.mu.Unlock()
+		r.raise(fmt.Sprintf("list flows: %v", err))
 	}
 	return fs
 }
@@ -744,9 +743,7 @@ func (r *Router) Rules() []tui.RuleStat {
 func (r *Router) Audit() []tui.AuditEntry {
 	es, err := r.cfg.Store.AuditLog(1000)
 	if err != nil {
-		r.mu.Lock()
-		r.alert(fmt.Sprintf("audit log: %v", err))
-		r.mu.Unlock()
+		r.raise(fmt.Sprintf("audit log: %v", err))
 	}
 	out := make([]tui.AuditEntry, 0, len(es))
 	for _, e := range es {

@@ -70,6 +70,15 @@ func (s *Store) SetPassphrase(p string) error {
 	return nil
 }
 
+// HasPassphrase reports whether a recovery passphrase is set, as
+// CheckPassphrase's set does, without comparing one.
+func (s *Store) HasPassphrase() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, err := os.Stat(s.path(passphraseFile))
+	return !errors.Is(err, fs.ErrNotExist)
+}
+
 // CheckPassphrase reports whether p is the recovery passphrase (ok) and
 // whether one is set at all (set). An unreadable or damaged hash file counts
 // as set but never matches.

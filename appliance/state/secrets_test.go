@@ -81,6 +81,9 @@ func TestPassphrase(t *testing.T) {
 		if ok, set := s.CheckPassphrase(p); ok != wantOK || set != wantSet {
 			t.Errorf("CheckPassphrase(%q) = %v, %v; want %v, %v", p, ok, set, wantOK, wantSet)
 		}
+		if has := s.HasPassphrase(); has != wantSet {
+			t.Errorf("HasPassphrase() = %v, want %v", has, wantSet)
+		}
 	}
 	check("anything", false, false)
 	check("", false, false)

@@ -214,7 +214,7 @@ func serveSSH(addr string, stale time.Duration, store *state.Store, r *router.Ro
 				return tui.Identity{}, false
 			}
 			role := tui.Admin
-			if key.Role == "viewer" {
+			if key.Role == state.RoleViewer {
 				role = tui.Viewer
 			}
 			return tui.Identity{Name: key.Name, Role: role}, true
@@ -256,7 +256,7 @@ func serveConsole(ctx context.Context, path string, store *state.Store, r *route
 			logger.Printf("console %s: %v", path, err)
 		} else {
 			c := &tui.Console{ID: tui.Identity{Name: "console", Role: tui.Admin, Console: true}, Monitor: r, Recovery: r, Confirm: r.Confirm}
-			if _, set := store.CheckPassphrase(""); set {
+			if store.HasPassphrase() {
 				c.Passphrase = func(p string) bool { ok, _ := store.CheckPassphrase(p); return ok }
 			}
 			if err := c.Run(ctx, tty, tty); err != nil && ctx.Err() == nil {
@@ -300,6 +300,13 @@ func logDrops(ctx context.Context, logger *log.Logger, r *router.Router) {
 // removes it stops it (the lease's address then expires in the kernel).
 func keepLeases(ctx context.Context, r *router.Router, every time.Duration, logger *log.Logger,
 	supervise func(ctx context.Context, name string, run func(context.Context) error)) {
+	if supervise == nil { // on a host: a client that fails is logged, not restarted
+		supervise = func(ctx context.Context, name string, run func(context.Context) error) {
+			if err := run(ctx); err != nil {
+				logger.Printf("%s: %v", name, err)
+			}
+		}
+	}
 	select {
 	case <-r.Ready():
 	case <-ctx.Done():
@@ -322,15 +329,7 @@ func keepLeases(ctx context.Context, r *router.Router, every time.Duration, logg
 			cctx, cancel := context.WithCancel(ctx)
 			running[ifc.Device] = cancel
 			c := &dhcp.Client{Device: ifc.Device, Hostname: prog.Hostname, Logf: logger.Printf}
-			if supervise != nil {
-				go supervise(cctx, "dhcp "+ifc.Device, c.Run)
-				continue
-			}
-			go func() {
-				if err := c.Run(cctx); err != nil {
-					logger.Printf("dhcp %s: %v", ifc.Device, err)
-				}
-			}()
+			go supervise(cctx, "dhcp "+ifc.Device, c.Run)
 		}
 		for dev, cancel := range running {
 			if !want[dev] {

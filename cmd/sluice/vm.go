@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sluicefw/sluice/appliance"
 )
 
 // vmOptions are sluice vm's flags.
@@ -171,7 +173,7 @@ func qemuArgs(o vmOptions, tap string, terminal bool) ([]string, error) {
 		"-initrd", filepath.Join(o.image, "initrd.img"),
 		"-append", cmdline,
 		"-drive", "if=none,id=perm,format=raw,file="+o.perm,
-		"-device", "virtio-blk-pci,drive=perm,serial=sluice-perm")
+		"-device", "virtio-blk-pci,drive=perm,serial="+appliance.PermLabel)
 	return args, nil
 }
 

@@ -62,28 +62,30 @@ type Flow struct {
 // String writes f's original direction the way policy.ParsePacket reads a
 // packet, such as "tcp 192.168.1.10:40000 -> 93.184.216.34:443" or
 // "icmp 192.168.1.10 -> 8.8.8.8 id 7".
-func (f Flow) String() string {
-	var proto string
-	switch f.Proto {
-	case policy.ProtoTCP:
-		proto = "tcp"
-	case policy.ProtoUDP:
-		proto = "udp"
-	case policy.ProtoICMP:
-		proto = "icmp"
-	case policy.ProtoICMPv6:
-		proto = "icmpv6"
-	default:
-		proto = "proto " + strconv.Itoa(int(f.Proto))
+func (f Flow) String() string { return string(f.AppendTo(nil)) }
+
+// AppendTo appends f.String() to b; it does not allocate when b has room.
+func (f *Flow) AppendTo(b []byte) []byte {
+	if name, ok := policy.ProtoName(f.Proto); ok {
+		b = append(b, name...)
+	} else {
+		b = append(b, "proto "...)
+		b = strconv.AppendInt(b, int64(f.Proto), 10)
 	}
+	b = append(b, ' ')
 	if f.Src.Port() == 0 && f.Dst.Port() == 0 {
-		s := proto + " " + f.Src.Addr().String() + " -> " + f.Dst.Addr().String()
+		b = f.Src.Addr().AppendTo(b)
+		b = append(b, " -> "...)
+		b = f.Dst.Addr().AppendTo(b)
 		if f.Proto == policy.ProtoICMP || f.Proto == policy.ProtoICMPv6 {
-			s += " id " + strconv.Itoa(int(f.ICMPID))
+			b = append(b, " id "...)
+			b = strconv.AppendInt(b, int64(f.ICMPID), 10)
 		}
-		return s
+		return b
 	}
-	return proto + " " + f.Src.String() + " -> " + f.Dst.String()
+	b = f.Src.AppendTo(b)
+	b = append(b, " -> "...)
+	return f.Dst.AppendTo(b)
 }
 
 // tcpStates are the names of the kernel's enum tcp_conntrack, as

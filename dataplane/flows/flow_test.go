@@ -94,11 +94,16 @@ func TestFlowString(t *testing.T) {
 		{tcpFlow("192.168.1.10:40000", "93.184.216.34:443", "93.184.216.34:443", "81.0.0.2:40000"), "tcp 192.168.1.10:40000 -> 93.184.216.34:443"},
 		{Flow{Proto: policy.ProtoUDP, Src: ap("[fd00:53:1::10]:5353"), Dst: ap("[2606:4700::1]:53")}, "udp [fd00:53:1::10]:5353 -> [2606:4700::1]:53"},
 		{Flow{Proto: policy.ProtoICMP, Src: ap("192.168.1.10:0"), Dst: ap("8.8.8.8:0"), ICMPType: 8, ICMPID: 7}, "icmp 192.168.1.10 -> 8.8.8.8 id 7"},
+		{Flow{Proto: policy.ProtoICMPv6, Src: ap("[fe80::1]:0"), Dst: ap("[ff02::1]:0"), ICMPID: 9}, "icmpv6 fe80::1 -> ff02::1 id 9"},
 		{Flow{Proto: 47, Src: ap("192.168.1.10:0"), Dst: ap("81.0.0.1:0")}, "proto 47 192.168.1.10 -> 81.0.0.1"},
 	}
+	buf := make([]byte, 0, 128)
 	for _, tc := range tests {
 		if got := tc.flow.String(); got != tc.want {
 			t.Errorf("String() = %q, want %q", got, tc.want)
+		}
+		if n := testing.AllocsPerRun(100, func() { buf = tc.flow.AppendTo(buf[:0]) }); n != 0 || string(buf) != tc.want {
+			t.Errorf("AppendTo = %q with %v allocations, want %q with none", buf, n, tc.want)
 		}
 	}
 }

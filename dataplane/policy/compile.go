@@ -239,24 +239,35 @@ func writeDestinationsKey(w io.Writer, ds []Destination) {
 	w.Write(buf)
 }
 
+// ProtoName is the name a policy gives IP protocol p (tcp, udp, icmp,
+// icmpv6); false for a protocol without one.
+func ProtoName(p uint8) (string, bool) {
+	switch p {
+	case ProtoTCP:
+		return "tcp", true
+	case ProtoUDP:
+		return "udp", true
+	case ProtoICMP:
+		return "icmp", true
+	case ProtoICMPv6:
+		return "icmpv6", true
+	}
+	return "", false
+}
+
 // String writes the range the way a policy does: tcp/443, udp/1000-2000,
 // icmp/8, tcp (every port) or any.
 func (p PortRange) String() string {
-	var name string
-	maxHi := uint16(65535)
-	switch p.Proto {
-	case 0:
+	if p.Proto == 0 {
 		return "any"
-	case ProtoTCP:
-		name = "tcp"
-	case ProtoUDP:
-		name = "udp"
-	case ProtoICMP:
-		name, maxHi = "icmp", 255
-	case ProtoICMPv6:
-		name, maxHi = "icmpv6", 255
-	default:
+	}
+	name, ok := ProtoName(p.Proto)
+	if !ok {
 		return fmt.Sprintf("proto-%d", p.Proto)
+	}
+	maxHi := uint16(65535)
+	if p.Proto == ProtoICMP || p.Proto == ProtoICMPv6 {
+		maxHi = 255
 	}
 	switch {
 	case p.Lo == 0 && p.Hi == maxHi:
