@@ -667,17 +667,7 @@ func consoleDuration(d time.Duration) string {
 }
 
 // consoleBytes is n in binary units, such as "1.5 GiB".
-func consoleBytes(n uint64) string {
-	if n < 1024 {
-		return strconv.FormatUint(n, 10) + " B"
-	}
-	div, exp := uint64(1024), 0
-	for m := n / 1024; m >= 1024; m /= 1024 {
-		div *= 1024
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func consoleBytes(n uint64) string { return binaryBytes(n, " ") }
 
 // consoleASCII replaces what a dumb terminal cannot show, or would obey,
 // with '?', and a tab with a space.

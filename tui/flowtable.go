@@ -253,17 +253,19 @@ func protoName(p uint8) string {
 }
 
 // humanBytes writes n with a binary unit: 512B, 1.5KiB, 3.2MiB.
-func humanBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%dB", n)
+func humanBytes(n uint64) string { return binaryBytes(n, "") }
+
+// binaryBytes writes n with a binary unit, sep between number and unit.
+func binaryBytes(n uint64, sep string) string {
+	if n < 1024 {
+		return strconv.FormatUint(n, 10) + sep + "B"
 	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
+	div, exp := uint64(1024), 0
+	for m := n / 1024; m >= 1024; m /= 1024 {
+		div *= 1024
 		exp++
 	}
-	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
+	return fmt.Sprintf("%.1f%s%ciB", float64(n)/float64(div), sep, "KMGTPE"[exp])
 }
 
 // age writes a duration the way people read it: 42s, 3m12s, 5h03m, 2d04h.

@@ -455,22 +455,10 @@ func (m Model) dropsKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 	}
 	n := len(m.filteredDrops())
 	h := m.bodyHeight() - 1
-	// dropTop counts from the newest: up goes back in time.
-	switch k.String() {
-	case "up", "k":
-		m.dropTop++
-	case "down", "j":
-		m.dropTop--
-	case "pgup":
-		m.dropTop += h
-	case "pgdown":
-		m.dropTop -= h
-	case "home", "g":
-		m.dropTop = n
-	case "end", "G":
-		m.dropTop = 0
-	}
-	m.dropTop = clamp(m.dropTop, 0, max(n-h, 0))
+	// dropTop counts from the newest (up goes back in time), scroll from
+	// the oldest.
+	last := max(n-h, 0)
+	m.dropTop = last - scroll(last-m.dropTop, k, n, h)
 	return m, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -196,19 +197,10 @@ func allowName(to string, ports []string, taken []string) string {
 		base = strings.TrimRight(base[:29], "-")
 	}
 	name := base
-	for n := 2; contains(taken, name); n++ {
+	for n := 2; slices.Contains(taken, name); n++ {
 		name = base + "-" + strconv.Itoa(n)
 	}
 	return name
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // allowItem writes one allow entry as a flow mapping.
@@ -245,20 +237,6 @@ func pad(n int) string {
 func valueOf(n ast.Node, key string) ast.Node {
 	if mv := keyOf(n, key); mv != nil {
 		return mv.Value
-	}
-	return nil
-}
-
-// keyOf returns the pair of key in mapping n, or nil.
-func keyOf(n ast.Node, key string) *ast.MappingValueNode {
-	values, _ := mappingValues(n)
-	for _, mv := range values {
-		if mv == nil || mv.Key == nil {
-			continue
-		}
-		if k, ok := scalarText(mv.Key); ok && k == key {
-			return mv
-		}
 	}
 	return nil
 }

@@ -128,18 +128,22 @@ func mappingValues(n ast.Node) (values []*ast.MappingValueNode, ok bool) {
 	return nil, false
 }
 
-// hasKey reports whether mapping n has key, even one whose value was refused.
-func hasKey(n ast.Node, key string) bool {
+// keyOf returns the pair of key in mapping n, or nil.
+func keyOf(n ast.Node, key string) *ast.MappingValueNode {
 	values, _ := mappingValues(n)
 	for _, mv := range values {
-		if mv != nil && mv.Key != nil {
-			if k, ok := scalarText(mv.Key); ok && k == key {
-				return true
-			}
+		if mv == nil || mv.Key == nil {
+			continue
+		}
+		if k, ok := scalarText(mv.Key); ok && k == key {
+			return mv
 		}
 	}
-	return false
+	return nil
 }
+
+// hasKey reports whether mapping n has key, even one whose value was refused.
+func hasKey(n ast.Node, key string) bool { return keyOf(n, key) != nil }
 
 func isNull(n ast.Node) bool {
 	if n == nil {
