@@ -186,6 +186,10 @@ func (m *Machine) watchPower() {
 	}
 }
 
+// Request asks for ev as a power event does, such as a reboot chosen on
+// the console; a request already waiting is enough.
+func (m *Machine) Request(ev Event) { m.send(ev) }
+
 // Events delivers the power events asking the machine to reboot or power
 // off: ctrl-alt-del, signals to PID 1 and the power button. The caller stops
 // its services and calls Shutdown with the event.

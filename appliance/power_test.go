@@ -164,6 +164,7 @@ func TestEvents(t *testing.T) {
 		{"power button", func() {
 			button.Write(append(inputEventBytes(evKey, keyPower, 1), inputEventBytes(0, 0, 0)...))
 		}, PowerOff},
+		{"a reboot chosen on the console", func() { m.Request(Reboot) }, Reboot},
 	} {
 		tc.send()
 		if got := next(); got != tc.want {

@@ -41,15 +41,6 @@ func initMain() {
 		logger.Print("WARNING: /perm is not persistent: policy commits, keys and the audit log are lost at reboot")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	power := make(chan appliance.Event, 1)
-	go func() {
-		for ev := range m.Events() {
-			select {
-			case power <- ev:
-			default:
-			}
-		}
-	}()
 	esp, running, slots := mountESP(m, logger)
 	mach := machine{
 		supervise: func(ctx context.Context, name string, run func(context.Context) error) {
@@ -60,10 +51,7 @@ func initMain() {
 			if p == tui.PowerOff {
 				ev = appliance.PowerOff
 			}
-			select {
-			case power <- ev:
-			default:
-			}
+			m.Request(ev)
 			return nil
 		},
 	}
@@ -117,7 +105,7 @@ func initMain() {
 			return daemon(ctx, o, strings.NewReader(""), logger, mach)
 		})
 	}()
-	ev := <-power
+	ev := <-m.Events()
 	logger.Printf("%s requested", ev)
 	cancel()
 	select {
