@@ -2,12 +2,6 @@ package appliance
 
 import "strings"
 
-// Cmdline returns the running kernel's command line parsed by ParseCmdline.
-// An unreadable /proc/cmdline yields an empty map.
-func Cmdline() map[string]string {
-	return parseCmdlineFile("/proc/cmdline")
-}
-
 // ParseCmdline splits a kernel command line into options: "key=value" maps
 // key to value, a bare "flag" maps to "". Double quotes group words as the
 // kernel's own parser does (key="a b" is "a b"); a later option overrides an

@@ -29,10 +29,3 @@ func TestParseCmdline(t *testing.T) {
 		})
 	}
 }
-
-func TestCmdlineReadsProc(t *testing.T) {
-	// The test host's own command line: only that it parses.
-	if Cmdline() == nil {
-		t.Error("Cmdline() = nil")
-	}
-}
